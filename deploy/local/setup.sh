@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing Kiln needs on a fresh Debian machine:
+# etcd, protoc, perf_analyzer's shared libraries, and a Python venv (.venv) with tritonclient,
+# numpy, onnxruntime for the end-to-end tests. Idempotent; quick when everything is there.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+pkgs=()
+command -v etcd >/dev/null || pkgs+=(etcd-server)
+command -v protoc >/dev/null || pkgs+=(protobuf-compiler)
+[ -e /usr/include/google/protobuf/timestamp.proto ] || pkgs+=(libprotobuf-dev)
+ldconfig -p | grep -q 'libb64.so.0d' || pkgs+=(libb64-0d)
+if [ ${#pkgs[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing ${pkgs[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${pkgs[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ] || ! cmp -s deploy/local/requirements-test.txt .venv/.requirements; then
+  echo "setup: creating .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -r deploy/local/requirements-test.txt
+  cp deploy/local/requirements-test.txt .venv/.requirements
+fi

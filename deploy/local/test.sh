@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs Kiln's whole test suite on a fresh machine: installs what it needs (setup.sh), checks
+# formatting and lints, runs every Rust test (unit, conformance against real etcd, parity,
+# end-to-end with separate processes) and the Python end-to-end tests with real clients.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+deploy/local/setup.sh
+
+export KILN_PYTHON="$PWD/.venv/bin/python"
+export CARGO_TERM_COLOR=never
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo nextest"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi

@@ -1,0 +1,83 @@
+//! Test harness: a real single-node `etcd` (from PATH, or `KILN_ETCD_BIN`) on free loopback
+//! ports in a temporary directory, killed when dropped.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{EtcdConfig, EtcdCoordinator};
+
+/// A running etcd server owned by a test.
+pub struct EtcdServer {
+    child: Child,
+    /// Client URL, `http://127.0.0.1:{port}`.
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+impl EtcdServer {
+    /// Starts etcd and waits (up to 20 s) until it answers.
+    pub async fn start() -> Self {
+        let bin = std::env::var("KILN_ETCD_BIN").unwrap_or_else(|_| "etcd".into());
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (client, peer) = (free_port(), free_port());
+        let endpoint = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = Command::new(&bin)
+            .args(["--name", "kiln-test", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &endpoint])
+            .args(["--advertise-client-urls", &endpoint])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("kiln-test={peer_url}")])
+            .args(["--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `{bin}` (install etcd-server): {e}"));
+        let server = Self {
+            child,
+            endpoint,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(c) = server.try_connect().await {
+                if crate::Coordinator::get(&c, "/probe").await.is_ok() {
+                    return server;
+                }
+            }
+            assert!(Instant::now() < deadline, "etcd did not become ready in 20 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn try_connect(&self) -> crate::Result<EtcdCoordinator> {
+        EtcdCoordinator::connect(&EtcdConfig::new([self.endpoint.clone()])).await
+    }
+
+    /// A coordinator connected to this server.
+    pub async fn connect(&self) -> EtcdCoordinator {
+        self.try_connect().await.expect("connect to test etcd")
+    }
+
+    /// Stops the server (SIGKILL), for outage tests.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
