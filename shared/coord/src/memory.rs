@@ -146,15 +146,15 @@ fn apply(state: &mut State, inner: &Inner, ops: &[TxnOp]) -> i64 {
                     version: prev.map_or(1, |p| p.version + 1),
                     lease: *lease,
                 };
-                if let Some(old) = prev.map(|p| p.lease).filter(|l| *l != 0 && l != lease) {
-                    if let Some(l) = state.leases.get_mut(&old) {
-                        l.keys.remove(key);
-                    }
+                if let Some(old) = prev.map(|p| p.lease).filter(|l| *l != 0 && l != lease)
+                    && let Some(l) = state.leases.get_mut(&old)
+                {
+                    l.keys.remove(key);
                 }
-                if *lease != 0 {
-                    if let Some(l) = state.leases.get_mut(lease) {
-                        l.keys.insert(key.clone());
-                    }
+                if *lease != 0
+                    && let Some(l) = state.leases.get_mut(lease)
+                {
+                    l.keys.insert(key.clone());
                 }
                 state.kvs.insert(key.clone(), kv.clone());
                 events.push(WatchEvent { kind: EventKind::Put, kv });

@@ -50,10 +50,10 @@ impl EtcdServer {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(c) = server.try_connect().await {
-                if crate::Coordinator::get(&c, "/probe").await.is_ok() {
-                    return server;
-                }
+            if let Ok(c) = server.try_connect().await
+                && crate::Coordinator::get(&c, "/probe").await.is_ok()
+            {
+                return server;
             }
             assert!(Instant::now() < deadline, "etcd did not become ready in 20 s");
             tokio::time::sleep(Duration::from_millis(50)).await;

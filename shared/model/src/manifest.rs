@@ -1,0 +1,164 @@
+//! `kiln.toml`: what a model package declares about itself.
+
+use std::path::Path;
+
+use kiln_proto::datatype::Datatype;
+use serde::{Deserialize, Serialize};
+
+use crate::{ModelError, Result};
+
+/// The manifest of a model package.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Model name (a key segment: letters, digits, `-_.`).
+    pub name: String,
+    /// Version, a string as in the protocol.
+    pub version: String,
+    /// Package format; only `onnx` today.
+    #[serde(default = "default_format")]
+    pub format: String,
+    /// The model file inside the package.
+    #[serde(default = "default_model_file")]
+    pub model_file: String,
+    /// Largest batch the model accepts in one request; 0 = the model has no batch dimension.
+    #[serde(default)]
+    pub max_batch_size: u32,
+    /// Reference data (training sample) for drift, relative to the package.
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// Inputs, in order.
+    pub inputs: Vec<TensorSpec>,
+    /// Outputs, in order.
+    pub outputs: Vec<TensorSpec>,
+    /// Dynamic batching knobs.
+    #[serde(default)]
+    pub batching: BatchingConfig,
+}
+
+/// One input or output of the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorSpec {
+    /// Tensor name, as in the ONNX graph.
+    pub name: String,
+    /// v2 datatype string (`FP32`, `INT64`, ...).
+    pub datatype: String,
+    /// Per-item dims, the batch dimension excluded when `max_batch_size > 0`; -1 = any.
+    pub dims: Vec<i64>,
+}
+
+impl TensorSpec {
+    /// The parsed datatype (validated at load).
+    pub fn dtype(&self) -> Datatype {
+        Datatype::parse(&self.datatype).unwrap_or(Datatype::Fp32)
+    }
+}
+
+/// Dynamic batching configuration (issue 3 uses all of it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchingConfig {
+    /// Longest a request waits for others to fill a batch.
+    #[serde(default)]
+    pub max_queue_delay_microseconds: u64,
+    /// Batch sizes the batcher prefers to form.
+    #[serde(default)]
+    pub preferred_batch_size: Vec<u32>,
+    /// Requests queued per model version before new ones are refused.
+    #[serde(default = "default_queue")]
+    pub max_queue_size: u32,
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        Self {
+            max_queue_delay_microseconds: 0,
+            preferred_batch_size: Vec::new(),
+            max_queue_size: default_queue(),
+        }
+    }
+}
+
+fn default_format() -> String {
+    "onnx".into()
+}
+fn default_model_file() -> String {
+    "model.onnx".into()
+}
+fn default_queue() -> u32 {
+    1024
+}
+
+impl Manifest {
+    /// Parses and validates a manifest.
+    pub fn parse(text: &str) -> Result<Self> {
+        let m: Manifest = toml::from_str(text).map_err(|e| ModelError::Manifest(e.to_string()))?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Reads `kiln.toml` from a package directory.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join("kiln.toml");
+        let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(ModelError::Manifest(m));
+        if self.format != "onnx" {
+            return bad(format!("format {:?} is not supported (onnx)", self.format));
+        }
+        if self.model_file.contains("..") || self.model_file.starts_with('/') {
+            return bad(format!(
+                "model_file {:?} must stay inside the package",
+                self.model_file
+            ));
+        }
+        if self.inputs.is_empty() || self.outputs.is_empty() {
+            return bad("a model needs at least one input and one output".into());
+        }
+        for t in self.inputs.iter().chain(&self.outputs) {
+            if Datatype::parse(&t.datatype).is_none() {
+                return bad(format!(
+                    "tensor {:?}: unknown datatype {:?}",
+                    t.name, t.datatype
+                ));
+            }
+            if t.dims.iter().any(|d| *d < -1 || *d == 0) {
+                return bad(format!("tensor {:?}: dims must be positive or -1", t.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_demo_manifest() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/digits/1");
+        let m = Manifest::read(&dir).unwrap();
+        assert_eq!(m.name, "digits");
+        assert_eq!(m.inputs[0].dims, vec![64]);
+        assert_eq!(m.outputs.len(), 2);
+    }
+
+    #[test]
+    fn rejects_bad_manifests() {
+        let base = "name='m'\nversion='1'\n[[inputs]]\nname='x'\ndatatype='FP32'\ndims=[2]\n";
+        let out = "[[outputs]]\nname='y'\ndatatype='FP32'\ndims=[1]\n";
+        assert!(Manifest::parse(&format!("{base}{out}")).is_ok());
+        let bad_type = format!("{}{out}", base.replace("FP32", "FLOAT"));
+        assert!(Manifest::parse(&bad_type).is_err());
+        let escape = format!("model_file='../x.onnx'\n{base}{out}");
+        assert!(Manifest::parse(&escape).is_err());
+        assert!(Manifest::parse(base).is_err());
+    }
+}
