@@ -19,3 +19,7 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+echo "== end-to-end (separate processes, real etcd, tritonclient, perf_analyzer)"
+cargo build --bins --locked
+.venv/bin/python -m pytest -v -s tests/e2e

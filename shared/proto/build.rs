@@ -31,7 +31,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".kiln.v1",
             "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
         )
-        .enum_attribute(".kiln.v1", "#[derive(serde::Serialize, serde::Deserialize)]")
+        .enum_attribute(
+            ".kiln.v1",
+            "#[derive(serde::Serialize, serde::Deserialize)]",
+        )
         .compile_protos(&files, &[root])?;
     Ok(())
 }

@@ -1,1 +1,175 @@
-//! kiln-monitor
+//! kiln-monitor: Kiln's control plane.
+//!
+//! A monitor instance serves the `kiln.v1.Admin` API (plus gRPC health and reflection) and the
+//! HTTP endpoints (`/metrics`, `/healthz`, `/readyz`), and runs a leader-elected controller:
+//! several instances may run, exactly one reconciles at a time ([`Running::leader`]), turning
+//! deployments into assignments with the pure placement function [`plan()`].
+//!
+//! ```no_run
+//! # async fn demo(coord: kiln_coord::SharedCoordinator) -> anyhow::Result<()> {
+//! let running = kiln_monitor::start(kiln_monitor::Config::default(), coord).await?;
+//! println!("admin API on {}", running.grpc_addr);
+//! kiln_telemetry::shutdown_signal().await;
+//! running.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Shutdown follows the protocol of every Kiln service: health NOT_SERVING → stop accepting →
+//! drain in-flight requests within the grace period → stop the controller (resign, revoke the
+//! lease, so a standby leads at once).
+
+mod admin;
+mod config;
+mod controller;
+mod error;
+mod metrics;
+pub mod plan;
+mod reconcile;
+mod task;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use kiln_coord::SharedCoordinator;
+use kiln_proto::kiln::v1::admin_server::AdminServer;
+use kiln_telemetry::{HttpEndpoints, Registry};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tonic::transport::Server;
+
+pub use admin::AdminService;
+pub use config::Config;
+pub use error::{Error, Result};
+pub use metrics::Metrics;
+pub use plan::{Assignment, Plan, PlanIssue, plan};
+
+use controller::{Controller, ControllerSettings};
+use task::Task;
+
+/// A running monitor instance. Call [`Running::shutdown`] to stop it gracefully; dropping it
+/// aborts its tasks (the election lease then expires after its TTL).
+pub struct Running {
+    /// The bound gRPC address (Admin, health, reflection).
+    pub grpc_addr: SocketAddr,
+    /// The bound HTTP address (/metrics, /healthz, /readyz).
+    pub http_addr: SocketAddr,
+    leader: watch::Receiver<bool>,
+    health: tonic_health::server::HealthReporter,
+    ready: watch::Sender<bool>,
+    stop_server: oneshot::Sender<()>,
+    server: Task,
+    controller: Controller,
+    http: HttpEndpoints,
+    grace: Duration,
+}
+
+/// Starts a monitor: binds both ports first (port 0 picks free ones), then serves and campaigns
+/// in the background.
+pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<Running> {
+    let listener = TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("binding the monitor gRPC address {}", config.grpc_addr))?;
+    let grpc_addr = listener.local_addr()?;
+
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let (ready, ready_rx) = watch::channel(false);
+    let http = HttpEndpoints::serve(config.http_addr, Arc::new(Mutex::new(registry)), ready_rx)
+        .await
+        .with_context(|| format!("binding the monitor HTTP address {}", config.http_addr))?;
+    let http_addr = http.addr;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AdminServer<AdminService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(kiln_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the reflection service")?;
+    let admin = AdminServer::new(AdminService::new(
+        coord.clone(),
+        config.package_root.clone(),
+    ))
+    .max_decoding_message_size(config.max_message_bytes)
+    .max_encoding_message_size(config.max_message_bytes);
+
+    let (stop_server, stop_rx) = oneshot::channel::<()>();
+    // Explicit limits; no max_connection_age (setting it needs the grace too: tonic panic trap).
+    let router = Server::builder()
+        .timeout(Duration::from_secs(config.request_timeout_secs.max(1)))
+        .concurrency_limit_per_connection(256)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(admin);
+    // TcpIncoming, not a listener stream: only it applies TCP_NODELAY (docs/ARCHITECTURE.md).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = Task::spawn(async move {
+        let shutdown = async {
+            let _ = stop_rx.await;
+        };
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "monitor gRPC server failed");
+        }
+    });
+
+    let settings = ControllerSettings {
+        name: config
+            .instance_name
+            .clone()
+            .unwrap_or_else(|| grpc_addr.to_string()),
+        lease_ttl: config.lease_ttl(),
+        interval: config.reconcile_interval(),
+    };
+    let controller = Controller::spawn(coord, settings, metrics);
+    let leader = controller.leader();
+    ready.send_replace(true);
+    tracing::info!(%grpc_addr, %http_addr, "monitor started");
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        leader,
+        health,
+        ready,
+        stop_server,
+        server,
+        controller,
+        http,
+        grace: Duration::from_secs(config.shutdown_grace_secs),
+    })
+}
+
+impl Running {
+    /// Whether this instance leads the controller, as it changes.
+    pub fn leader(&self) -> watch::Receiver<bool> {
+        self.leader.clone()
+    }
+
+    /// Whether this instance leads the controller right now.
+    pub fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+
+    /// Graceful shutdown: health NOT_SERVING → stop accepting → drain in-flight requests within
+    /// the grace period → stop the controller (resign and revoke the election lease).
+    pub async fn shutdown(self) {
+        tracing::info!("monitor shutting down");
+        self.ready.send_replace(false);
+        self.health
+            .set_not_serving::<AdminServer<AdminService>>()
+            .await;
+        self.health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        let _ = self.stop_server.send(());
+        self.server.join(self.grace).await;
+        self.controller.stop().await;
+        self.http.stop();
+        tracing::info!("monitor stopped");
+    }
+}

@@ -1,1 +1,266 @@
-//! kiln-worker
+//! Kiln's inference worker.
+//!
+//! A worker registers itself in the coordination store under a lease
+//! (`/kiln/v1/workers/{id}`), loads the model versions the controller assigns to it
+//! (`/kiln/v1/assignments/{id}/{m}/{v}`), publishes each replica's state
+//! (`/kiln/v1/replicas/{m}/{v}/{id}`: LOADING → READY or FAILED) and serves them over
+//! `inference.GRPCInferenceService`, the Triton-compatible Open Inference Protocol v2, plus
+//! `grpc.health.v1` and server reflection, with `/metrics`, `/healthz`, `/readyz` over HTTP.
+//!
+//! [`start`] binds both ports first (port 0 works; [`Running`] has the real addresses), then
+//! spawns the server and the control task ([`agent`]). [`Running::shutdown`] follows the
+//! shutdown protocol: health NOT_SERVING → worker marked draining → stop accepting → drain
+//! in-flight requests (bounded by the grace period) → revoke the lease, so the worker's keys
+//! vanish at once.
+//!
+//! Modules: [`config`] (flags), [`agent`] (cluster side), [`package`] (verify and load),
+//! [`store`] (loaded versions), [`executor`] (queue + compute threads), [`tensors`] (request
+//! decoding and validation), [`infer`] (one request end to end), [`service`] (the gRPC
+//! handlers), [`describe`] (metadata and config), [`stats`] and [`metrics`] (counters),
+//! [`limits`] (size error classification), [`error`] (the one status mapping).
+
+pub mod agent;
+pub mod config;
+pub mod describe;
+pub mod error;
+pub mod executor;
+pub mod infer;
+pub mod limits;
+pub mod metrics;
+pub mod package;
+pub mod service;
+pub mod stats;
+pub mod store;
+pub mod tensors;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use kiln_coord::codec::{self, WorkerRecord};
+use kiln_coord::{LeaseSession, SharedCoordinator, keys};
+use kiln_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
+use kiln_telemetry::{HttpEndpoints, Registry};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::server::HealthReporter;
+
+pub use config::Config;
+pub use error::WorkerError;
+
+use crate::agent::{Agent, AgentConfig};
+use crate::metrics::WorkerMetrics;
+use crate::service::InferenceService;
+use crate::store::ModelStore;
+
+type InferenceServer = GrpcInferenceServiceServer<InferenceService>;
+
+/// The gRPC services a worker serves (and advertises through reflection).
+pub const SERVED: [&str; 3] = [
+    "inference.GRPCInferenceService",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+];
+
+/// A started worker. Dropping it without [`Running::shutdown`] stops it abruptly: the server
+/// stops accepting, the lease is no longer kept alive, and the keys vanish when it expires.
+pub struct Running {
+    /// The worker id (as registered).
+    pub id: String,
+    /// The bound gRPC address.
+    pub grpc_addr: SocketAddr,
+    /// The bound HTTP address.
+    pub http_addr: SocketAddr,
+    /// The address advertised in the coordination store.
+    pub advertise_addr: String,
+    coord: SharedCoordinator,
+    record: WorkerRecord,
+    session: LeaseSession,
+    health: HealthReporter,
+    ready: watch::Sender<bool>,
+    draining: Arc<AtomicBool>,
+    store: Arc<ModelStore>,
+    http: HttpEndpoints,
+    stop_agent: watch::Sender<bool>,
+    agent: JoinHandle<()>,
+    stop_server: oneshot::Sender<()>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    grace: Duration,
+}
+
+/// Starts a worker: binds, registers, follows assignments, serves.
+pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<Running> {
+    let listener = TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("cannot bind gRPC address {}", config.grpc_addr))?;
+    let grpc_addr = listener.local_addr()?;
+    let id = config
+        .id
+        .clone()
+        .unwrap_or_else(|| config::default_worker_id(grpc_addr.port()));
+    anyhow::ensure!(
+        keys::valid_segment(&id),
+        "worker id {id:?} must be letters, digits, '-', '_' or '.'"
+    );
+    // Fail early on a backend that is not compiled in, rather than at the first load.
+    config
+        .backend
+        .device()
+        .with_context(|| format!("backend {}", config.backend))?;
+    let advertise_addr = config
+        .advertise_addr
+        .clone()
+        .unwrap_or_else(|| grpc_addr.to_string());
+
+    let registry = Arc::new(Mutex::new(Registry::default()));
+    let metrics = WorkerMetrics::register(&registry);
+    let (ready, ready_rx) = watch::channel(true);
+    let http = HttpEndpoints::serve(config.http_addr, registry, ready_rx)
+        .await
+        .with_context(|| format!("cannot bind HTTP address {}", config.http_addr))?;
+
+    let store = Arc::new(ModelStore::default());
+    let draining = Arc::new(AtomicBool::new(false));
+    let service = InferenceService::new(
+        store.clone(),
+        config.backend,
+        config.max_message_bytes,
+        draining.clone(),
+    );
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<InferenceServer>().await;
+    // Advertise what this server serves, not every service of kiln-proto's descriptor set.
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(kiln_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(SERVED[0])
+        .with_service_name(SERVED[1])
+        .with_service_name(SERVED[2])
+        .build_v1()
+        .context("cannot build the reflection service")?;
+    let inference = GrpcInferenceServiceServer::new(service)
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
+    let (stop_server, stopped) = oneshot::channel::<()>();
+    let router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(Some(1024))
+        .layer(tower::util::MapResponseLayer::new(
+            limits::classify_too_large::<tonic::body::Body>,
+        ))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(inference);
+    // tonic's TcpIncoming, not TcpListenerStream: `Server::tcp_nodelay` does not reach sockets
+    // accepted from a caller's stream, and with Nagle on, a unary response's trailers wait for
+    // the client's delayed ACK (~40 ms per request).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stopped.await;
+    }));
+
+    let record = WorkerRecord {
+        id: id.clone(),
+        address: advertise_addr.clone(),
+        backend: config.backend.name().to_string(),
+        device: config.backend.device_description(),
+        capacity_bytes: config
+            .capacity_bytes
+            .unwrap_or_else(config::host_memory_bytes),
+        labels: config.labels.iter().cloned().collect(),
+        draining: false,
+    };
+    let session = LeaseSession::start(coord.clone(), config.lease_ttl());
+    let agent = Agent::new(
+        coord.clone(),
+        AgentConfig {
+            id: id.clone(),
+            record: record.clone(),
+            backend: config.backend,
+            compute_threads: config.compute_threads,
+            package_root: config.package_root.clone(),
+        },
+        store.clone(),
+        metrics,
+    );
+    let (stop_agent, agent_stop_rx) = watch::channel(false);
+    let agent = tokio::spawn(agent.run(session.subscribe(), agent_stop_rx));
+    tracing::info!(
+        id,
+        grpc = %grpc_addr,
+        http = %http.addr,
+        advertise = advertise_addr,
+        backend = config.backend.name(),
+        coordinator = coord.kind(),
+        "worker started"
+    );
+    Ok(Running {
+        id,
+        grpc_addr,
+        http_addr: http.addr,
+        advertise_addr,
+        coord,
+        record,
+        session,
+        health,
+        ready,
+        draining,
+        store,
+        http,
+        stop_agent,
+        agent,
+        stop_server,
+        server,
+        grace: config.shutdown_grace(),
+    })
+}
+
+impl Running {
+    /// Shuts down gracefully: health NOT_SERVING, worker marked draining, stop accepting, wait
+    /// for in-flight requests (at most the grace period), then revoke the lease.
+    pub async fn shutdown(self) {
+        tracing::info!(id = self.id, "shutting down");
+        self.health.set_not_serving::<InferenceServer>().await;
+        self.health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        self.draining.store(true, Ordering::Relaxed);
+        self.ready.send_replace(false);
+
+        // The agent would re-register a non-draining record on a lease change: stop it first.
+        let _ = self.stop_agent.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.agent).await;
+        if let Some(lease) = self.session.state().lease() {
+            let draining = WorkerRecord {
+                draining: true,
+                ..self.record.clone()
+            };
+            let key = keys::worker(&self.id);
+            if let Err(e) = codec::put(self.coord.as_ref(), &key, &draining, lease).await {
+                tracing::warn!(error = %e, "cannot mark the worker draining");
+            }
+        }
+
+        let _ = self.stop_server.send(());
+        let mut server = self.server;
+        match tokio::time::timeout(self.grace, &mut server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server ended with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server task failed"),
+            Err(_) => {
+                tracing::warn!(grace = ?self.grace, "in-flight requests cut off after the grace period");
+                server.abort();
+            }
+        }
+
+        self.session.close().await;
+        self.http.stop();
+        self.store.clear();
+        tracing::info!(id = self.id, "worker stopped");
+    }
+}

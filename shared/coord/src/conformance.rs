@@ -81,7 +81,10 @@ pub async fn lease_keep_alive_and_expiry(c: SharedCoordinator) {
         c.keep_alive(lease).await.unwrap();
         tokio::time::sleep(TTL / 4).await;
     }
-    assert!(c.get(key).await.unwrap().is_some(), "kept-alive key survives");
+    assert!(
+        c.get(key).await.unwrap().is_some(),
+        "kept-alive key survives"
+    );
     // Abandon it: the key goes within TTL (+ the store's granularity).
     let abandoned = Instant::now();
     eventually(TTL * 3, "leased key to expire", || async {
@@ -191,7 +194,10 @@ pub async fn transactions(c: SharedCoordinator) {
     assert!(ok.succeeded);
     let after = c.get(&k).await.unwrap().unwrap();
     let other = c.get("/conf/txn/other").await.unwrap().unwrap();
-    assert_eq!(after.mod_revision, other.mod_revision, "one revision per txn");
+    assert_eq!(
+        after.mod_revision, other.mod_revision,
+        "one revision per txn"
+    );
     assert_eq!(after.mod_revision, ok.revision);
     assert!(!c.txn(guarded(kv.mod_revision)).await.unwrap().succeeded);
     assert!(c.get("/conf/txn/lost").await.unwrap().is_some());
@@ -247,7 +253,9 @@ pub async fn lease_session(c: SharedCoordinator) {
     let lease = timeout(Duration::from_secs(5), session.wait_alive())
         .await
         .unwrap();
-    c.put("/conf/session/k", b"v".to_vec(), lease).await.unwrap();
+    c.put("/conf/session/k", b"v".to_vec(), lease)
+        .await
+        .unwrap();
     tokio::time::sleep(TTL * 2).await; // the session, not the test, must keep it alive
     assert_eq!(session.state(), SessionState::Alive(lease));
     assert!(c.get("/conf/session/k").await.unwrap().is_some());

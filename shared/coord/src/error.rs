@@ -49,7 +49,9 @@ impl From<etcd_client::Error> for CoordError {
                     CoordError::NoLeader(msg)
                 } else if matches!(
                     s.code(),
-                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+                    tonic::Code::Unavailable
+                        | tonic::Code::DeadlineExceeded
+                        | tonic::Code::Cancelled
                 ) {
                     CoordError::Unavailable(e.to_string())
                 } else {

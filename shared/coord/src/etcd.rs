@@ -204,10 +204,7 @@ impl Coordinator for EtcdCoordinator {
                             compacted: resp.compact_revision(),
                         }
                     } else {
-                        CoordError::Unavailable(format!(
-                            "watch canceled: {}",
-                            resp.cancel_reason()
-                        ))
+                        CoordError::Unavailable(format!("watch canceled: {}", resp.cancel_reason()))
                     });
                 }
                 Ok(resp
@@ -238,7 +235,9 @@ impl Coordinator for EtcdCoordinator {
             .compare
             .iter()
             .map(|c| match c {
-                Compare::Absent(k) => etcd_client::Compare::version(k.as_str(), CompareOp::Equal, 0),
+                Compare::Absent(k) => {
+                    etcd_client::Compare::version(k.as_str(), CompareOp::Equal, 0)
+                }
                 Compare::ModRevision(k, r) => {
                     etcd_client::Compare::mod_revision(k.as_str(), CompareOp::Equal, *r)
                 }

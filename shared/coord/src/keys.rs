@@ -29,8 +29,7 @@ pub const CONTROLLER_ELECTION: &str = "/kiln/v1/election/controller";
 pub fn valid_segment(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && s != "."
         && s != ".."
@@ -68,7 +67,8 @@ pub fn replica(model: &str, version: &str, worker_id: &str) -> String {
 
 /// Splits a key under `prefix` into its segments: `("/a/", "/a/x/y")` → `["x", "y"]`.
 pub fn segments<'a>(prefix: &str, key: &'a str) -> Option<Vec<&'a str>> {
-    key.strip_prefix(prefix).map(|rest| rest.split('/').collect())
+    key.strip_prefix(prefix)
+        .map(|rest| rest.split('/').collect())
 }
 
 #[cfg(test)]
@@ -77,7 +77,10 @@ mod tests {
 
     #[test]
     fn builds_and_splits_keys() {
-        assert_eq!(replica("digits", "1", "w1"), "/kiln/v1/replicas/digits/1/w1");
+        assert_eq!(
+            replica("digits", "1", "w1"),
+            "/kiln/v1/replicas/digits/1/w1"
+        );
         assert_eq!(
             segments(REPLICAS, &replica("digits", "1", "w1")),
             Some(vec!["digits", "1", "w1"])

@@ -157,7 +157,10 @@ fn apply(state: &mut State, inner: &Inner, ops: &[TxnOp]) -> i64 {
                     l.keys.insert(key.clone());
                 }
                 state.kvs.insert(key.clone(), kv.clone());
-                events.push(WatchEvent { kind: EventKind::Put, kv });
+                events.push(WatchEvent {
+                    kind: EventKind::Put,
+                    kv,
+                });
             }
             TxnOp::Delete(key) => {
                 if let Some(old) = state.kvs.remove(key) {
@@ -351,7 +354,11 @@ impl Coordinator for MemoryCoordinator {
     async fn txn(&self, txn: TxnRequest) -> Result<TxnOutcome> {
         let mut state = self.lock();
         let succeeded = txn.compare.iter().all(|c| holds(&state, c));
-        let ops = if succeeded { &txn.success } else { &txn.failure };
+        let ops = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
         for op in ops {
             if let TxnOp::Put { lease, .. } = op {
                 check_lease(&state, *lease)?;

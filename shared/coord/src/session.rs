@@ -121,7 +121,10 @@ async fn run(coord: SharedCoordinator, ttl: Duration, tx: watch::Sender<SessionS
                 Err(e) => tracing::warn!(error = %e, "keep-alive failed; retrying"),
             }
         }
-        tracing::warn!(lease = format!("{lease:x}"), "lease lost; granting a new one");
+        tracing::warn!(
+            lease = format!("{lease:x}"),
+            "lease lost; granting a new one"
+        );
         tx.send_replace(SessionState::Lost);
     }
 }

@@ -55,7 +55,10 @@ impl EtcdServer {
             {
                 return server;
             }
-            assert!(Instant::now() < deadline, "etcd did not become ready in 20 s");
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not become ready in 20 s"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -56,12 +56,16 @@ const ALL: [(Datatype, &str, ConfigType); 14] = [
 impl Datatype {
     /// Parses a v2 datatype string (`"FP32"`); `None` if unknown.
     pub fn parse(s: &str) -> Option<Self> {
-        ALL.iter().find(|(_, name, _)| *name == s).map(|(d, _, _)| *d)
+        ALL.iter()
+            .find(|(_, name, _)| *name == s)
+            .map(|(d, _, _)| *d)
     }
 
     /// The v2 datatype string.
     pub fn as_str(self) -> &'static str {
-        ALL.iter().find(|(d, _, _)| *d == self).map_or("", |(_, n, _)| n)
+        ALL.iter()
+            .find(|(d, _, _)| *d == self)
+            .map_or("", |(_, n, _)| n)
     }
 
     /// The ModelConfig enum value (`TYPE_FP32`, `TYPE_STRING` for BYTES).

@@ -1,0 +1,128 @@
+//! `kiln deploy`, `kiln undeploy`, `kiln scale`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use kiln_proto::kiln::v1::{
+    DeployRequest, ModelVersionRecord, RegisterModelVersionRequest, ScaleRequest, UndeployRequest,
+};
+
+use crate::admin::{Admin, wait_ready};
+use crate::args::{DeployArgs, ScaleArgs, UndeployArgs};
+
+/// Registers the package in `dir` (made absolute here: the monitor resolves paths itself).
+pub async fn register(
+    admin: &mut Admin,
+    dir: &std::path::Path,
+) -> anyhow::Result<ModelVersionRecord> {
+    let dir = std::path::absolute(dir).with_context(|| format!("package {}", dir.display()))?;
+    let record = admin
+        .register_model_version(RegisterModelVersionRequest {
+            record: Some(ModelVersionRecord {
+                package_uri: dir.display().to_string(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .with_context(|| format!("registering {}", dir.display()))?
+        .into_inner()
+        .record
+        .context("RegisterModelVersion returned no record")?;
+    Ok(record)
+}
+
+/// Runs `kiln deploy`.
+pub async fn run(admin: &mut Admin, args: DeployArgs) -> anyhow::Result<()> {
+    if let Some(dir) = &args.package {
+        let record = register(admin, dir).await?;
+        anyhow::ensure!(
+            record.model == args.model && record.version == args.version,
+            "the package is {}/{}, not {}/{}",
+            record.model,
+            record.version,
+            args.model,
+            args.version
+        );
+        println!(
+            "registered {}/{} (sha256 {})",
+            record.model, record.version, &record.sha256
+        );
+    }
+    let deployment = admin
+        .deploy(DeployRequest {
+            model: args.model.clone(),
+            version: args.version.clone(),
+            replicas: args.replicas,
+            traffic_weight: args.traffic_weight,
+        })
+        .await
+        .with_context(|| format!("deploying {}/{}", args.model, args.version))?
+        .into_inner()
+        .deployment
+        .context("Deploy returned no deployment")?;
+    let weights: Vec<String> = deployment
+        .versions
+        .iter()
+        .map(|v| format!("{}×{} (weight {})", v.version, v.replicas, v.traffic_weight))
+        .collect();
+    println!("deployed {}: {}", deployment.model, weights.join(", "));
+    if args.no_wait {
+        return Ok(());
+    }
+    let ready = wait_ready(
+        admin,
+        &args.model,
+        &args.version,
+        args.replicas as usize,
+        Duration::from_secs(args.timeout_secs),
+    )
+    .await?;
+    let workers: Vec<&str> = ready.iter().map(|r| r.worker_id.as_str()).collect();
+    println!(
+        "{}/{} ready on {}",
+        args.model,
+        args.version,
+        workers.join(", ")
+    );
+    Ok(())
+}
+
+/// Runs `kiln undeploy`.
+pub async fn undeploy(admin: &mut Admin, args: UndeployArgs) -> anyhow::Result<()> {
+    let left = admin
+        .undeploy(UndeployRequest {
+            model: args.model.clone(),
+            version: args.version.clone().unwrap_or_default(),
+        })
+        .await?
+        .into_inner()
+        .deployment;
+    match left {
+        Some(d) => {
+            let versions: Vec<&str> = d.versions.iter().map(|v| v.version.as_str()).collect();
+            println!(
+                "undeployed; {} keeps version(s) {}",
+                d.model,
+                versions.join(", ")
+            );
+        }
+        None => println!("undeployed {}", args.model),
+    }
+    Ok(())
+}
+
+/// Runs `kiln scale`.
+pub async fn scale(admin: &mut Admin, args: ScaleArgs) -> anyhow::Result<()> {
+    admin
+        .scale(ScaleRequest {
+            model: args.model.clone(),
+            version: args.version.clone(),
+            replicas: args.replicas,
+        })
+        .await?;
+    println!(
+        "{}/{} scaled to {} replicas",
+        args.model, args.version, args.replicas
+    );
+    Ok(())
+}

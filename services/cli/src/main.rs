@@ -1,0 +1,34 @@
+//! `kiln`: parses the command line and runs it (everything else is in the library).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let cli = kiln::args::Cli::parse();
+    if std::env::var_os("RUST_LOG").is_none() {
+        // SAFETY: no other thread exists yet (the runtime is built below).
+        unsafe { std::env::set_var("RUST_LOG", "warn") };
+    }
+    kiln_telemetry::init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(kiln::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", kiln::describe(&e));
+            ExitCode::FAILURE
+        }
+    }
+}

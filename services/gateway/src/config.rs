@@ -1,0 +1,179 @@
+//! The gateway's configuration: one plain struct with defaults, also usable as a clap `Args`
+//! group so that `kiln-gateway` and `kiln up` parse the same flags.
+//!
+//! Every limit is explicit (STYLE.md "unbounded message sizes"); [`Config::validate`] rejects
+//! values that would make the gateway refuse all traffic or retry without end.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Gateway settings. `Default` gives the production defaults of the flags below.
+#[derive(Debug, Clone, PartialEq, clap::Args)]
+pub struct Config {
+    /// Address of the inference gRPC endpoint (port 0 picks a free port).
+    #[arg(long, env = "KILN_GATEWAY_GRPC_ADDR", default_value = "127.0.0.1:8001")]
+    pub grpc_addr: SocketAddr,
+    /// Address of the HTTP endpoints (/metrics, /healthz, /readyz).
+    #[arg(long, env = "KILN_GATEWAY_HTTP_ADDR", default_value = "127.0.0.1:8002")]
+    pub http_addr: SocketAddr,
+    /// Deadline given to a request whose caller sent no `grpc-timeout`, in milliseconds.
+    #[arg(long = "request-timeout-ms", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+    /// Time kept back from the caller's deadline so that the gateway's DEADLINE_EXCEEDED
+    /// reaches the caller before the caller gives up by itself, in milliseconds (at most a
+    /// tenth of the deadline is kept back).
+    #[arg(long = "deadline-margin-ms", default_value_t = 5)]
+    pub deadline_margin_ms: u64,
+    /// Most inference requests in flight at once; above it requests get RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 4096)]
+    pub max_inflight: usize,
+    /// Largest gRPC message accepted or forwarded, in bytes (bigger: RESOURCE_EXHAUSTED).
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+    /// Most attempts per request (the first one included), each on a different replica.
+    #[arg(long, default_value_t = 3)]
+    pub max_attempts: usize,
+    /// Retries allowed per request on average (0.1: at most 10 % extra load).
+    #[arg(long, default_value_t = 0.1)]
+    pub retry_budget_ratio: f64,
+    /// Retries allowed per second whatever the request rate (the budget's floor).
+    #[arg(long, default_value_t = 10.0)]
+    pub retry_budget_floor_per_sec: f64,
+    /// Timeout to open a connection to a worker, in milliseconds.
+    #[arg(long, default_value_t = 1_000)]
+    pub connect_timeout_ms: u64,
+    /// Timeout of one worker's answer when ModelStatistics asks every worker, in milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    pub stats_timeout_ms: u64,
+    /// How long shutdown waits for in-flight requests before cutting them, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 8001)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8002)),
+            request_timeout_ms: 30_000,
+            deadline_margin_ms: 5,
+            max_inflight: 4096,
+            max_message_bytes: 64 * 1024 * 1024,
+            max_attempts: 3,
+            retry_budget_ratio: 0.1,
+            retry_budget_floor_per_sec: 10.0,
+            connect_timeout_ms: 1_000,
+            stats_timeout_ms: 2_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+impl Config {
+    /// A config for tests and embedding: both endpoints on loopback port 0, other values default.
+    pub fn ephemeral() -> Self {
+        Self {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..Self::default()
+        }
+    }
+
+    /// Checks that the values make sense together.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.request_timeout_ms > 0,
+            "--request-timeout-ms must be > 0"
+        );
+        anyhow::ensure!(self.max_inflight > 0, "--max-inflight must be > 0");
+        anyhow::ensure!(
+            self.max_message_bytes > 0,
+            "--max-message-bytes must be > 0"
+        );
+        anyhow::ensure!(
+            (1..=10).contains(&self.max_attempts),
+            "--max-attempts must be between 1 and 10"
+        );
+        anyhow::ensure!(
+            self.retry_budget_ratio.is_finite() && self.retry_budget_ratio >= 0.0,
+            "--retry-budget-ratio must be a non-negative number"
+        );
+        anyhow::ensure!(
+            self.retry_budget_floor_per_sec.is_finite() && self.retry_budget_floor_per_sec >= 0.0,
+            "--retry-budget-floor-per-sec must be a non-negative number"
+        );
+        anyhow::ensure!(
+            self.connect_timeout_ms > 0,
+            "--connect-timeout-ms must be > 0"
+        );
+        anyhow::ensure!(self.stats_timeout_ms > 0, "--stats-timeout-ms must be > 0");
+        Ok(())
+    }
+
+    /// [`Config::request_timeout_ms`] as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// [`Config::deadline_margin_ms`] as a duration.
+    pub fn deadline_margin(&self) -> Duration {
+        Duration::from_millis(self.deadline_margin_ms)
+    }
+
+    /// [`Config::connect_timeout_ms`] as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// [`Config::stats_timeout_ms`] as a duration.
+    pub fn stats_timeout(&self) -> Duration {
+        Duration::from_millis(self.stats_timeout_ms)
+    }
+
+    /// [`Config::shutdown_grace_ms`] as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn flag_defaults_match_default() {
+        let cli = Cli::try_parse_from(["kiln-gateway"]).unwrap();
+        assert_eq!(cli.config, Config::default());
+        cli.config.validate().unwrap();
+    }
+
+    #[test]
+    fn flags_override_and_validate() {
+        let cli = Cli::try_parse_from([
+            "kiln-gateway",
+            "--request-timeout-ms",
+            "500",
+            "--max-inflight",
+            "8",
+            "--max-message-bytes",
+            "1024",
+        ])
+        .unwrap();
+        assert_eq!(cli.config.request_timeout(), Duration::from_millis(500));
+        assert_eq!(cli.config.max_inflight, 8);
+        assert_eq!(cli.config.max_message_bytes, 1024);
+        let bad = Config {
+            max_attempts: 0,
+            ..Config::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

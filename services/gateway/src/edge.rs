@@ -1,0 +1,78 @@
+//! Classification at the edge (STYLE.md habit 7): statuses produced by tonic itself, before or
+//! after our handlers, are given the codes Kiln promises.
+//!
+//! tonic 0.14 answers OUT_OF_RANGE ("decoded message length too large") when a message exceeds
+//! `max_decoding_message_size` (and the same for encoding), before any handler runs. Kiln's
+//! contract, like gRPC C++ and Triton, is RESOURCE_EXHAUSTED for a message over the size limit,
+//! so [`reclassify`] rewrites exactly that status on the way out. It runs on every response
+//! but only looks further at the rare ones whose `grpc-status` header is OUT_OF_RANGE.
+
+use tonic::codegen::http::{HeaderValue, Response};
+use tonic::{Code, Status};
+
+const GRPC_STATUS: &str = "grpc-status";
+
+/// Whether `status` is tonic's complaint about a message over the size limit.
+pub fn is_size_limit(status: &Status) -> bool {
+    status.code() == Code::OutOfRange && status.message().contains("message length too large")
+}
+
+/// Rewrites tonic's size-limit OUT_OF_RANGE into RESOURCE_EXHAUSTED; leaves all else alone.
+pub fn reclassify<B>(mut response: Response<B>) -> Response<B> {
+    let out_of_range = response
+        .headers()
+        .get(GRPC_STATUS)
+        .is_some_and(|v| v.as_bytes() == b"11");
+    if out_of_range
+        && Status::from_header_map(response.headers()).is_some_and(|s| is_size_limit(&s))
+    {
+        response
+            .headers_mut()
+            .insert(GRPC_STATUS, HeaderValue::from_static("8"));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::codegen::http::HeaderMap;
+
+    use super::*;
+
+    fn response_with(status: Status) -> Response<()> {
+        let mut headers = HeaderMap::new();
+        status.add_header(&mut headers).unwrap();
+        let mut response = Response::new(());
+        *response.headers_mut() = headers;
+        response
+    }
+
+    fn code_of(response: &Response<()>) -> Code {
+        Status::from_header_map(response.headers()).unwrap().code()
+    }
+
+    #[test]
+    fn size_limit_becomes_resource_exhausted() {
+        let too_big = Status::out_of_range(
+            "Error, decoded message length too large: found 131106 bytes, the limit is: 65536 bytes",
+        );
+        assert_eq!(
+            code_of(&reclassify(response_with(too_big))),
+            Code::ResourceExhausted
+        );
+    }
+
+    #[test]
+    fn other_statuses_are_untouched() {
+        for status in [
+            Status::out_of_range("index 7 out of range"),
+            Status::invalid_argument("message length too large"),
+            Status::ok(""),
+        ] {
+            let code = status.code();
+            assert_eq!(code_of(&reclassify(response_with(status))), code);
+        }
+        let plain = reclassify(Response::new(()));
+        assert!(plain.headers().get(GRPC_STATUS).is_none());
+    }
+}

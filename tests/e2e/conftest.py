@@ -1,0 +1,35 @@
+import json
+
+import numpy as np
+import pytest
+
+from harness import ROOT, Cluster, wait_for
+
+
+@pytest.fixture(scope="session")
+def heldout():
+    data = json.loads((ROOT / "models/digits/testdata/heldout.json").read_text())
+    return {
+        "inputs": np.array(data["inputs"], dtype=np.float32),
+        "labels": np.array(data["labels"], dtype=np.int64),
+        "ort_probabilities": np.array(data["ort_probabilities"], dtype=np.float32),
+    }
+
+
+@pytest.fixture(scope="module")
+def cluster(request):
+    """Three workers; `digits` v1 deployed with 2 replicas (the third worker is spare)."""
+    c = Cluster(workers=3)
+    try:
+        c.kiln("deploy", "digits", "--version", "1", "--replicas", "2",
+               "--package", str(ROOT / "models/digits/1"), "--no-wait")
+        wait_for("2 ready digits replicas",
+                 lambda: sum(1 for r in c.replicas() if r["state"] == "READY") == 2, timeout=60)
+        yield c
+    except BaseException:
+        print(c.logs())
+        raise
+    finally:
+        if request.session.testsfailed:
+            print(c.logs())
+        c.close()
