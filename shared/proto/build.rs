@@ -35,6 +35,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".kiln.v1",
             "#[derive(serde::Serialize, serde::Deserialize)]",
         )
+        // Replica states read as words ("READY") in etcd and in `--output json`.
+        .field_attribute(
+            ".kiln.v1.ReplicaRecord.state",
+            "#[serde(with = \"crate::replica_state_serde\")]",
+        )
         .compile_protos(&files, &[root])?;
     Ok(())
 }

@@ -75,6 +75,17 @@ class Cluster:
             "--http-addr", self.gateway_http,
             "--max-message-bytes", str(self.max_message_bytes),
         ])
+        self.wait_ready(workers)
+
+    def status(self):
+        return json.loads(self.kiln("status", "--output", "json").stdout)
+
+    def wait_ready(self, workers: int):
+        """Waits until the monitor answers, every worker registered and the gateway is ready."""
+        wait_for(f"{workers} registered workers", lambda: len(self.status()["workers"]) == workers)
+        import tritonclient.grpc as grpcclient
+        gateway = grpcclient.InferenceServerClient(url=self.gateway_addr)
+        wait_for("gateway ready", gateway.is_server_ready)
 
     def _start_etcd(self):
         peer = f"http://127.0.0.1:{free_port()}"
@@ -111,8 +122,7 @@ class Cluster:
         return subprocess.run(argv, capture_output=True, text=True, check=check, cwd=ROOT, timeout=120)
 
     def replicas(self):
-        out = self.kiln("status", "--output", "json").stdout
-        return json.loads(out)["replicas"]
+        return self.status()["replicas"]
 
     def kill(self, name: str, sig=signal.SIGKILL):
         proc = self.procs[name]
