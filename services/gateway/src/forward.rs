@@ -29,32 +29,13 @@ use crate::balancer::{Backend, Backends};
 use crate::error::Error;
 use crate::routing::Route;
 
-/// Parses a `grpc-timeout` header value (`"250m"`, `"3S"`, at most 8 digits and one unit).
-pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    let unit_at = value.len().checked_sub(1)?;
-    let (digits, unit) = value.split_at(unit_at);
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
 /// When the gateway must have answered: the caller's `grpc-timeout` (or `default`) from now,
 /// less `margin` (at most a tenth of the timeout) so the answer reaches the caller in time.
 pub fn deadline_of(metadata: &MetadataMap, default: Duration, margin: Duration) -> Instant {
     let timeout = metadata
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
-        .and_then(parse_grpc_timeout)
+        .and_then(kiln_proto::edge::parse_grpc_timeout)
         .unwrap_or(default);
     Instant::now() + timeout - margin.min(timeout / 10)
 }
@@ -265,22 +246,6 @@ impl Forwarder {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_grpc_timeout_values() {
-        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_grpc_timeout("7u"), Some(Duration::from_micros(7)));
-        assert_eq!(
-            parse_grpc_timeout("99999999n"),
-            Some(Duration::from_nanos(99_999_999))
-        );
-        for bad in ["", "m", "123456789m", "12x", "-1S", "1.5S"] {
-            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
-        }
-    }
 
     #[tokio::test(start_paused = true)]
     async fn deadline_uses_header_or_default_less_margin() {

@@ -18,7 +18,6 @@
 
 pub mod balancer;
 pub mod config;
-pub mod edge;
 pub mod error;
 pub mod forward;
 pub mod metrics;

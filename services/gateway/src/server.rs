@@ -117,7 +117,7 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
     let server = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .layer(MapResponseLayer::new(crate::edge::reclassify))
+        .layer(MapResponseLayer::new(kiln_proto::edge::reclassify))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(inference)

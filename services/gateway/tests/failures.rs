@@ -11,7 +11,7 @@ use common::*;
 use kiln_coord::MemoryCoordinator;
 use kiln_coord::codec::ReplicaState;
 use kiln_coord::conformance::eventually;
-use kiln_gateway::forward::parse_grpc_timeout;
+use kiln_proto::edge::parse_grpc_timeout;
 use tokio::sync::Semaphore;
 use tonic::Code;
 

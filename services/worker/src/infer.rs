@@ -7,7 +7,7 @@
 //! before compute.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kiln_proto::inference::{ModelInferRequest, ModelInferResponse};
 use prost::Message;
@@ -89,46 +89,5 @@ async fn run(
 /// The caller's deadline from the `grpc-timeout` request header, measured from now.
 pub fn deadline_from(metadata: &MetadataMap) -> Option<Instant> {
     let value = metadata.get("grpc-timeout")?.to_str().ok()?;
-    parse_grpc_timeout(value).map(|t| Instant::now() + t)
-}
-
-/// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
-fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    if value.len() < 2 || value.len() > 9 || !value.is_ascii() {
-        return None;
-    }
-    let (digits, unit) = value.split_at(value.len() - 1);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_grpc_timeouts() {
-        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
-        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(
-            parse_grpc_timeout("99999999n"),
-            Some(Duration::from_nanos(99_999_999))
-        );
-        assert_eq!(parse_grpc_timeout("123456789S"), None);
-        assert_eq!(parse_grpc_timeout("5"), None);
-        assert_eq!(parse_grpc_timeout("5x"), None);
-        let mut md = MetadataMap::new();
-        assert!(deadline_from(&md).is_none());
-        md.insert("grpc-timeout", "1S".parse().unwrap());
-        assert!(deadline_from(&md).is_some_and(|d| d > Instant::now()));
-    }
+    kiln_proto::edge::parse_grpc_timeout(value).map(|t| Instant::now() + t)
 }

@@ -25,7 +25,6 @@ pub mod describe;
 pub mod error;
 pub mod executor;
 pub mod infer;
-pub mod limits;
 pub mod metrics;
 pub mod package;
 pub mod service;
@@ -151,7 +150,7 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .max_concurrent_streams(Some(1024))
         .layer(tower::util::MapResponseLayer::new(
-            limits::classify_too_large::<tonic::body::Body>,
+            kiln_proto::edge::reclassify::<tonic::body::Body>,
         ))
         .add_service(health_service)
         .add_service(reflection)

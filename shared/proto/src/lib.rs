@@ -29,6 +29,7 @@ pub mod kiln {
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("kiln_descriptor");
 
 pub mod datatype;
+pub mod edge;
 
 /// Serializes `ReplicaRecord.state` (an `i32` in prost) as its name without the enum prefix
 /// (`"READY"`), and reads either a name or a number back.

@@ -1,5 +1,5 @@
-//! Classification at the edge (STYLE.md habit 7): statuses produced by tonic itself, before or
-//! after our handlers, are given the codes Kiln promises.
+//! Protocol edge helpers shared by every Kiln gRPC server (STYLE.md habit 7): statuses produced
+//! by tonic itself are given the codes Kiln promises, and the caller's `grpc-timeout` is read.
 //!
 //! tonic 0.14 answers OUT_OF_RANGE ("decoded message length too large") when a message exceeds
 //! `max_decoding_message_size` (and the same for encoding), before any handler runs. Kiln's
@@ -7,7 +7,9 @@
 //! so [`reclassify`] rewrites exactly that status on the way out. It runs on every response
 //! but only looks further at the rare ones whose `grpc-status` header is OUT_OF_RANGE.
 
+use std::time::Duration;
 use tonic::codegen::http::{HeaderValue, Response};
+
 use tonic::{Code, Status};
 
 const GRPC_STATUS: &str = "grpc-status";
@@ -31,6 +33,25 @@ pub fn reclassify<B>(mut response: Response<B>) -> Response<B> {
             .insert(GRPC_STATUS, HeaderValue::from_static("8"));
     }
     response
+}
+
+/// Parses a `grpc-timeout` header value (`"250m"`, `"3S"`, at most 8 digits and one unit).
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let unit_at = value.len().checked_sub(1)?;
+    let (digits, unit) = value.split_at(unit_at);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -74,5 +95,21 @@ mod tests {
         }
         let plain = reclassify(Response::new(()));
         assert!(plain.headers().get(GRPC_STATUS).is_none());
+    }
+
+    #[test]
+    fn parses_grpc_timeout_values() {
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(
+            parse_grpc_timeout("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+        for bad in ["", "m", "123456789m", "12x", "-1S", "1.5S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
     }
 }
