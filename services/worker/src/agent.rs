@@ -27,7 +27,8 @@ use kiln_model::{Backend, Model};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::executor::Executor;
+use crate::batch::Policy;
+use crate::executor::{Execution, Executor, Settings};
 use crate::metrics::WorkerMetrics;
 use crate::package::{self, LoadError};
 use crate::stats::ModelStats;
@@ -336,19 +337,26 @@ impl Agent {
     fn make_servable(&self, model: Model) -> std::io::Result<Arc<LoadedModel>> {
         let manifest = model.manifest().clone();
         let threads = self.cfg.compute_threads.max(1);
-        let capacity = usize::try_from(manifest.batching.max_queue_size).unwrap_or(usize::MAX);
-        let executor = Executor::start(
-            &manifest.name,
-            &manifest.version,
-            Arc::new(model),
+        let stats = Arc::new(ModelStats::default());
+        let metrics = Arc::new(self.metrics.for_model(&manifest.name, &manifest.version));
+        let settings = Settings {
             threads,
-            capacity,
-        )?;
-        let metrics = self.metrics.for_model(&manifest.name, &manifest.version);
+            capacity: usize::try_from(manifest.batching.max_queue_size).unwrap_or(usize::MAX),
+            policy: Policy::from_manifest(&manifest),
+            on_execution: {
+                let (stats, metrics) = (stats.clone(), metrics.clone());
+                Arc::new(move |e: &Execution| {
+                    stats.record_execution(e);
+                    metrics.record_execution();
+                })
+            },
+        };
+        let executor =
+            Executor::start(&manifest.name, &manifest.version, Arc::new(model), settings)?;
         Ok(Arc::new(LoadedModel {
             manifest,
             executor,
-            stats: ModelStats::default(),
+            stats,
             metrics,
             threads,
         }))

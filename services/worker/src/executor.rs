@@ -1,26 +1,35 @@
-//! The compute side of one loaded model version: a bounded queue feeding a pool of dedicated
-//! threads (DESIGN.md §5: burn never runs on tokio's async workers).
+//! The compute side of one loaded model version: the dynamic batcher. A bounded two-level
+//! priority queue feeds a pool of dedicated compute threads (DESIGN.md §5: burn never runs on
+//! tokio's async workers); a thread forms a batch from queued requests by the policy of
+//! [`crate::batch`], runs it once through the model and splits the outputs back (DESIGN.md §6).
 //!
 //! Guarantees:
 //! - [`Executor::submit`] never blocks: if the queue is full it fails at once with
 //!   [`WorkerError::QueueFull`] (RESOURCE_EXHAUSTED), the back-pressure signal of DESIGN.md §6;
-//! - a job whose caller's deadline has passed, or whose caller has gone away, when a thread
-//!   dequeues it is answered without computing ([`WorkerError::DeadlineExceeded`]);
-//! - every job is answered exactly once, with its queue and compute times; a panic in the model
-//!   is caught and answered as an internal error, and the thread lives on;
-//! - dropping the executor closes the queue: the threads finish the jobs already queued and exit.
-//!
-//! The interface (`submit` a request's tensors, await its outputs and timings) is what the
-//! dynamic batcher of issue 3 will keep; only the inside of this module changes.
+//! - high-priority requests are taken before normal ones; within a level, oldest first;
+//! - one thread at a time forms a batch (the others wait or compute), so concurrent requests
+//!   gather into one batch rather than spreading over idle threads;
+//! - a request whose deadline has passed, or whose caller has gone away, is never computed: it is
+//!   answered [`WorkerError::DeadlineExceeded`] (or dropped) and counted in
+//!   [`Executor::skipped`];
+//! - every request is answered exactly once with its own rows of the outputs, its queue time and
+//!   the batch's compute time; if a merged batch fails (model error or panic) each of its
+//!   requests is run again alone, so a bad request only fails itself; a panic is answered as an
+//!   internal error and the thread lives on;
+//! - every successful model execution is reported once to the [`OnExecution`] hook (batch
+//!   statistics);
+//! - dropping the executor closes the queue: the threads finish the requests already queued and
+//!   exit.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use kiln_model::{HostTensor, Model, ModelError};
 use tokio::sync::oneshot;
 
+use crate::batch::{self, Pending, Policy, Priority, Queues, Step};
 use crate::error::WorkerError;
 
 /// Named tensors, in and out of a model.
@@ -28,7 +37,7 @@ pub type Tensors = Vec<(String, HostTensor)>;
 
 /// Something that computes outputs from inputs, blocking: the model runtime, or a fake in tests.
 pub trait Runner: Send + Sync + 'static {
-    /// Runs one inference.
+    /// Runs one inference over a whole batch.
     fn run(&self, inputs: Tensors) -> Result<Tensors, ModelError>;
 }
 
@@ -38,58 +47,155 @@ impl Runner for Model {
     }
 }
 
-/// The result of one job.
+/// The result of one request.
 #[derive(Debug)]
 pub struct Executed {
-    /// The model's outputs, in manifest order.
+    /// The request's rows of the model's outputs, in manifest order.
     pub outputs: Tensors,
-    /// Time from submission to a thread taking the job.
+    /// Time from submission to its batch starting to compute.
     pub queue: Duration,
-    /// Time spent in the model.
+    /// Time its batch spent in the model.
     pub compute: Duration,
+}
+
+/// One successful model execution, as reported to [`OnExecution`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Execution {
+    /// Rows in the batch (the sum of its requests' rows).
+    pub rows: u64,
+    /// Requests merged into the batch.
+    pub requests: u64,
+    /// Concatenating the requests' inputs.
+    pub compute_input: Duration,
+    /// Running the model.
+    pub compute_infer: Duration,
+    /// Splitting the outputs back.
+    pub compute_output: Duration,
+}
+
+/// Called on a compute thread after every successful model execution.
+pub type OnExecution = Arc<dyn Fn(&Execution) + Send + Sync>;
+
+/// How an executor runs.
+#[derive(Clone)]
+pub struct Settings {
+    /// Compute threads (at least one).
+    pub threads: usize,
+    /// Queued requests before new ones are refused (at least one).
+    pub capacity: usize,
+    /// How batches are formed.
+    pub policy: Policy,
+    /// Told of every execution.
+    pub on_execution: OnExecution,
+}
+
+impl Settings {
+    /// `threads` threads, a queue of `capacity`, no batching, no hook.
+    pub fn new(threads: usize, capacity: usize) -> Self {
+        Self {
+            threads,
+            capacity,
+            policy: Policy::default(),
+            on_execution: Arc::new(|_| {}),
+        }
+    }
 }
 
 struct Job {
     inputs: Tensors,
+    rows: usize,
     deadline: Option<Instant>,
     enqueued: Instant,
     reply: oneshot::Sender<Result<Executed, WorkerError>>,
 }
 
-/// A bounded queue and its compute threads for one model version.
+impl Pending for Job {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn merges_with(&self, other: &Self) -> bool {
+        batch::same_signature(&self.inputs, &other.inputs)
+    }
+
+    fn is_live(&self, now: Instant) -> bool {
+        !self.reply.is_closed() && self.deadline.is_none_or(|d| now < d)
+    }
+
+    fn enqueued(&self) -> Instant {
+        self.enqueued
+    }
+}
+
+#[derive(Default)]
+struct State {
+    queue: Queues<Job>,
+    /// A thread is forming a batch; the others leave the queue to it.
+    forming: bool,
+    closed: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    policy: Policy,
+    on_execution: OnExecution,
+    skipped: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Answers requests that will not be computed.
+    fn skip(&self, dead: &mut Vec<Job>) {
+        for job in dead.drain(..) {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            let _ = job.reply.send(Err(WorkerError::DeadlineExceeded));
+        }
+    }
+}
+
+/// The dynamic batcher of one model version: its queue and compute threads.
 pub struct Executor {
     model: String,
     version: String,
     capacity: usize,
-    queue: SyncSender<Job>,
+    shared: Arc<Shared>,
 }
 
 impl Executor {
-    /// Starts `threads` compute threads (at least one) behind a queue of `capacity` jobs (at
-    /// least one). `model` and `version` name the threads and the errors.
+    /// Starts the compute threads. `model` and `version` name the threads and the errors.
     pub fn start(
         model: &str,
         version: &str,
         runner: Arc<dyn Runner>,
-        threads: usize,
-        capacity: usize,
+        settings: Settings,
     ) -> std::io::Result<Self> {
-        let capacity = capacity.max(1);
-        let (tx, rx) = mpsc::sync_channel::<Job>(capacity);
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..threads.max(1) {
-            let rx = rx.clone();
-            let runner = runner.clone();
-            std::thread::Builder::new()
-                .name(format!("kiln-compute-{model}-{version}-{i}"))
-                .spawn(move || compute_loop(&rx, runner.as_ref()))?;
-        }
-        Ok(Self {
+        let capacity = settings.capacity.max(1);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+            policy: settings.policy,
+            on_execution: settings.on_execution,
+            skipped: AtomicU64::new(0),
+        });
+        let executor = Self {
             model: model.to_string(),
             version: version.to_string(),
             capacity,
-            queue: tx,
-        })
+            shared,
+        };
+        for i in 0..settings.threads.max(1) {
+            let shared = executor.shared.clone();
+            let runner = runner.clone();
+            // On a spawn failure `executor` drops, closing the queue for the threads started.
+            std::thread::Builder::new()
+                .name(format!("kiln-compute-{model}-{version}-{i}"))
+                .spawn(move || compute_loop(&shared, runner.as_ref()))?;
+        }
+        Ok(executor)
     }
 
     /// The queue's capacity.
@@ -97,37 +203,51 @@ impl Executor {
         self.capacity
     }
 
-    /// Queues `inputs` and waits for the outputs. Fails at once if the queue is full; answers
-    /// [`WorkerError::DeadlineExceeded`] if `deadline` has passed when a thread takes the job.
-    /// Dropping the returned future withdraws the request: it is skipped when dequeued.
+    /// Requests waiting in the queue now (not those in a batch being formed or computed).
+    pub fn queued(&self) -> usize {
+        self.shared.lock().queue.len()
+    }
+
+    /// Requests answered without compute so far (deadline passed or caller gone).
+    pub fn skipped(&self) -> u64 {
+        self.shared.skipped.load(Ordering::Relaxed)
+    }
+
+    /// Queues `inputs` at `priority` and waits for this request's outputs. Fails at once if the
+    /// queue is full; answers [`WorkerError::DeadlineExceeded`] if `deadline` has passed when
+    /// its batch is formed. Dropping the returned future withdraws the request: it is skipped.
     pub async fn submit(
         &self,
         inputs: Tensors,
         deadline: Option<Instant>,
+        priority: Priority,
     ) -> Result<Executed, WorkerError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
+            rows: batch::rows_of(&inputs, self.shared.policy.max_batch_size > 0),
             inputs,
             deadline,
             enqueued: Instant::now(),
             reply,
         };
-        match self.queue.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
+        {
+            let mut state = self.shared.lock();
+            if state.closed {
+                return Err(WorkerError::Unavailable(format!(
+                    "model {} version {} is unloading",
+                    self.model, self.version
+                )));
+            }
+            if state.queue.len() >= self.capacity {
                 return Err(WorkerError::QueueFull {
                     model: self.model.clone(),
                     version: self.version.clone(),
                     capacity: self.capacity,
                 });
             }
-            Err(TrySendError::Disconnected(_)) => {
-                return Err(WorkerError::Unavailable(format!(
-                    "model {} version {} is unloading",
-                    self.model, self.version
-                )));
-            }
+            state.queue.push(job, priority);
         }
+        self.shared.wake.notify_all();
         answer.await.map_err(|_| {
             WorkerError::Internal(format!(
                 "compute thread of {} version {} dropped the request",
@@ -137,165 +257,152 @@ impl Executor {
     }
 }
 
-fn compute_loop(queue: &Mutex<Receiver<Job>>, runner: &dyn Runner) {
-    loop {
-        // Holding the lock while blocked in recv is fine: the other threads could only wait for
-        // the same next job anyway.
-        let job = {
-            let rx = queue.lock().unwrap_or_else(|p| p.into_inner());
-            rx.recv()
-        };
-        let Ok(job) = job else { return };
-        let taken = Instant::now();
-        let queue_time = taken - job.enqueued;
-        if job.reply.is_closed() {
-            continue; // the caller gave up (cancelled or timed out)
-        }
-        if job.deadline.is_some_and(|d| taken >= d) {
-            let _ = job.reply.send(Err(WorkerError::DeadlineExceeded));
-            continue;
-        }
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| runner.run(job.inputs)));
-        let compute = taken.elapsed();
-        let answer = match result {
-            Ok(Ok(outputs)) => Ok(Executed {
-                outputs,
-                queue: queue_time,
-                compute,
-            }),
-            Ok(Err(e)) => Err(WorkerError::Model(e)),
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                Err(WorkerError::Internal(format!("model panicked: {what}")))
-            }
-        };
-        let _ = job.reply.send(answer);
+impl Drop for Executor {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_all();
     }
+}
+
+/// Waits for a request and forms a batch around it (empty if all of it died while waiting);
+/// `None` once closed and drained.
+fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
+    let mut dead = Vec::new();
+    let mut state = shared.lock();
+    let first = loop {
+        if !state.forming {
+            if let Some(job) = batch::take_first(&mut state.queue, &mut dead, Instant::now()) {
+                break job;
+            }
+            if state.closed {
+                shared.skip(&mut dead);
+                return None;
+            }
+        }
+        shared.skip(&mut dead);
+        state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+    };
+    state.forming = true;
+    let mut jobs = vec![first];
+    loop {
+        let now = Instant::now();
+        match batch::fill(&mut state.queue, &mut jobs, &mut dead, &shared.policy, now) {
+            Step::Run => break,
+            Step::WaitUntil(_) if state.closed => break,
+            Step::WaitUntil(until) => {
+                shared.skip(&mut dead);
+                state = shared
+                    .wake
+                    .wait_timeout(state, until.saturating_duration_since(now))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        }
+    }
+    state.forming = false;
+    drop(state);
+    batch::prune(&mut jobs, &mut dead, Instant::now());
+    // Another thread may form the next batch while this one computes.
+    shared.wake.notify_all();
+    shared.skip(&mut dead);
+    Some(jobs)
+}
+
+fn compute_loop(shared: &Shared, runner: &dyn Runner) {
+    while let Some(jobs) = next_batch(shared) {
+        if !jobs.is_empty() {
+            execute(shared, runner, jobs);
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+fn run_guarded(runner: &dyn Runner, inputs: Tensors) -> Result<Tensors, WorkerError> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| runner.run(inputs))) {
+        Ok(Ok(outputs)) => Ok(outputs),
+        Ok(Err(e)) => Err(WorkerError::Model(e)),
+        Err(panic) => Err(WorkerError::Internal(format!(
+            "model panicked: {}",
+            panic_message(panic.as_ref())
+        ))),
+    }
+}
+
+/// Runs a batch and answers its requests.
+fn execute(shared: &Shared, runner: &dyn Runner, jobs: Vec<Job>) {
+    let taken = Instant::now();
+    if jobs.len() == 1 {
+        return execute_one(
+            shared,
+            runner,
+            jobs.into_iter().next().expect("one job"),
+            taken,
+        );
+    }
+    // The requests keep their inputs: if the merged batch fails, each runs again alone.
+    let start = Instant::now();
+    let inputs: Vec<&Tensors> = jobs.iter().map(|j| &j.inputs).collect();
+    let merged = batch::concat(&inputs);
+    let compute_input = start.elapsed();
+    let outcome = merged.ok().and_then(|merged| {
+        let start = Instant::now();
+        let outputs = run_guarded(runner, merged).ok()?;
+        Some((outputs, start.elapsed()))
+    });
+    let Some((outputs, compute)) = outcome else {
+        for job in jobs {
+            execute_one(shared, runner, job, taken);
+        }
+        return;
+    };
+    let start = Instant::now();
+    let rows: Vec<usize> = jobs.iter().map(|j| j.rows).collect();
+    let parts = batch::split(outputs, &rows);
+    let compute_output = start.elapsed();
+    (shared.on_execution)(&Execution {
+        rows: rows.iter().sum::<usize>() as u64,
+        requests: jobs.len() as u64,
+        compute_input,
+        compute_infer: compute,
+        compute_output,
+    });
+    for (job, outputs) in jobs.into_iter().zip(parts) {
+        let _ = job.reply.send(Ok(Executed {
+            outputs,
+            queue: taken.saturating_duration_since(job.enqueued),
+            compute,
+        }));
+    }
+}
+
+/// Runs one request alone and answers it.
+fn execute_one(shared: &Shared, runner: &dyn Runner, job: Job, taken: Instant) {
+    let start = Instant::now();
+    let result = run_guarded(runner, job.inputs);
+    let compute = start.elapsed();
+    let answer = result.map(|outputs| {
+        (shared.on_execution)(&Execution {
+            rows: job.rows as u64,
+            requests: 1,
+            compute_infer: compute,
+            ..Execution::default()
+        });
+        Executed {
+            outputs,
+            queue: taken.saturating_duration_since(job.enqueued),
+            compute,
+        }
+    });
+    let _ = job.reply.send(answer);
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use kiln_model::HostData;
-
-    /// Doubles `x`; waits for a go signal first when gated; panics on an empty input.
-    struct Fake {
-        started: Mutex<mpsc::Sender<()>>,
-        gate: Mutex<Option<Receiver<()>>>,
-    }
-
-    impl Runner for Fake {
-        fn run(&self, inputs: Tensors) -> Result<Tensors, ModelError> {
-            let _ = self.started.lock().unwrap().send(());
-            if let Some(gate) = self.gate.lock().unwrap().as_ref() {
-                let _ = gate.recv();
-            }
-            let (name, t) = inputs.into_iter().next().unwrap();
-            let HostData::F32(v) = t.data else {
-                return Err(ModelError::InvalidInput {
-                    name,
-                    reason: "not FP32".into(),
-                });
-            };
-            assert!(!v.is_empty(), "empty input");
-            Ok(vec![(
-                "y".into(),
-                HostTensor {
-                    shape: t.shape,
-                    data: HostData::F32(v.iter().map(|x| x * 2.0).collect()),
-                },
-            )])
-        }
-    }
-
-    fn fake(gated: bool) -> (Arc<Fake>, mpsc::Receiver<()>, Option<mpsc::Sender<()>>) {
-        let (started_tx, started_rx) = mpsc::channel();
-        let (go_tx, go_rx) = mpsc::channel();
-        let f = Arc::new(Fake {
-            started: Mutex::new(started_tx),
-            gate: Mutex::new(gated.then_some(go_rx)),
-        });
-        (f, started_rx, gated.then_some(go_tx))
-    }
-
-    fn x(values: &[f32]) -> Tensors {
-        vec![(
-            "x".into(),
-            HostTensor {
-                shape: vec![values.len()],
-                data: HostData::F32(values.to_vec()),
-            },
-        )]
-    }
-
-    #[tokio::test]
-    async fn computes_off_the_runtime() {
-        let (f, _started, _) = fake(false);
-        let ex = Executor::start("m", "1", f, 2, 4).unwrap();
-        let out = ex.submit(x(&[1.0, 2.0]), None).await.unwrap();
-        assert_eq!(out.outputs[0].1.data, HostData::F32(vec![2.0, 4.0]));
-    }
-
-    #[tokio::test]
-    async fn full_queue_is_refused_at_once() {
-        let (f, started, go) = fake(true);
-        let ex = Arc::new(Executor::start("m", "1", f, 1, 1).unwrap());
-        let first = tokio::spawn({
-            let ex = ex.clone();
-            async move { ex.submit(x(&[1.0]), None).await }
-        });
-        // The thread holds the first job...
-        tokio::task::spawn_blocking(move || started.recv().unwrap())
-            .await
-            .unwrap();
-        // ...the second fills the queue (its first poll enqueues it)...
-        let mut second = Box::pin(ex.submit(x(&[2.0]), None));
-        assert!(futures::poll!(&mut second).is_pending());
-        // ...and the third is refused without waiting.
-        let third = ex.submit(x(&[3.0]), None).await.map(|_| ());
-        assert!(
-            matches!(third, Err(WorkerError::QueueFull { capacity: 1, .. })),
-            "{third:?}"
-        );
-        let go = go.unwrap();
-        go.send(()).unwrap();
-        go.send(()).unwrap();
-        assert!(first.await.unwrap().is_ok());
-        assert!(second.await.is_ok());
-    }
-
-    #[tokio::test]
-    async fn expired_deadline_skips_compute() {
-        let (f, started, _) = fake(false);
-        let ex = Executor::start("m", "1", f, 1, 4).unwrap();
-        let past = Instant::now() - Duration::from_millis(1);
-        let err = ex.submit(x(&[1.0]), Some(past)).await.unwrap_err();
-        assert!(matches!(err, WorkerError::DeadlineExceeded));
-        assert!(started.try_recv().is_err(), "the model must not run");
-        let later = Instant::now() + Duration::from_secs(60);
-        assert!(ex.submit(x(&[1.0]), Some(later)).await.is_ok());
-    }
-
-    #[tokio::test]
-    async fn model_errors_and_panics_are_answered() {
-        let (f, _started, _) = fake(false);
-        let ex = Executor::start("m", "1", f, 1, 4).unwrap();
-        let bad = vec![(
-            "x".to_string(),
-            HostTensor {
-                shape: vec![1],
-                data: HostData::I64(vec![1]),
-            },
-        )];
-        let err = ex.submit(bad, None).await.unwrap_err();
-        assert_eq!(err.code(), tonic::Code::InvalidArgument);
-        let err = ex.submit(x(&[]), None).await.unwrap_err();
-        assert!(err.to_string().contains("panicked"), "{err}");
-        // The thread survived the panic.
-        assert!(ex.submit(x(&[1.0]), None).await.is_ok());
-    }
-}
+#[path = "executor_tests.rs"]
+mod tests;

@@ -4,15 +4,17 @@
 //! Every request that reaches a known model version is counted exactly once, as a success or a
 //! failure (a request whose caller disconnects mid-way is not counted). The caller's gRPC
 //! deadline travels with the request to the compute queue, where an expired request is dropped
-//! before compute.
+//! before compute. The request parameter `priority` picks the queue level ([`priority_of`]).
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use kiln_proto::inference::infer_parameter::ParameterChoice;
 use kiln_proto::inference::{ModelInferRequest, ModelInferResponse};
 use prost::Message;
 use tonic::metadata::MetadataMap;
 
+use crate::batch::Priority;
 use crate::error::WorkerError;
 use crate::stats::RequestTimings;
 use crate::store::{LoadedModel, ModelStore};
@@ -52,7 +54,11 @@ async fn run(
     let decoded = tensors::decode_request(&model.manifest, &mut req)?;
     let compute_input = decode_start.elapsed();
 
-    let executed = model.executor.submit(decoded.inputs, deadline).await?;
+    let priority = priority_of(&req);
+    let executed = model
+        .executor
+        .submit(decoded.inputs, deadline, priority)
+        .await?;
 
     let encode_start = Instant::now();
     let mut resp = ModelInferResponse {
@@ -86,8 +92,63 @@ async fn run(
     Ok((resp, timings))
 }
 
+/// The request's priority from its `priority` parameter (uint64 or int64, Triton's convention:
+/// 1 is high; absent, 0, 2 and above are normal; anything else is ignored).
+pub fn priority_of(req: &ModelInferRequest) -> Priority {
+    let level = match req
+        .parameters
+        .get("priority")
+        .and_then(|p| p.parameter_choice.as_ref())
+    {
+        Some(ParameterChoice::Uint64Param(v)) => *v,
+        Some(ParameterChoice::Int64Param(v)) => u64::try_from(*v).unwrap_or(0),
+        _ => 0,
+    };
+    Priority::from_level(level)
+}
+
 /// The caller's deadline from the `grpc-timeout` request header, measured from now.
 pub fn deadline_from(metadata: &MetadataMap) -> Option<Instant> {
     let value = metadata.get("grpc-timeout")?.to_str().ok()?;
     kiln_proto::edge::parse_grpc_timeout(value).map(|t| Instant::now() + t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_proto::inference::InferParameter;
+
+    fn with_priority(choice: Option<ParameterChoice>) -> ModelInferRequest {
+        let mut req = ModelInferRequest::default();
+        if let Some(choice) = choice {
+            req.parameters.insert(
+                "priority".into(),
+                InferParameter {
+                    parameter_choice: Some(choice),
+                },
+            );
+        }
+        req
+    }
+
+    #[test]
+    fn priority_parameter_picks_the_level() {
+        use ParameterChoice::*;
+        let cases = [
+            (None, Priority::Normal),
+            (Some(Uint64Param(1)), Priority::High),
+            (Some(Int64Param(1)), Priority::High),
+            (Some(Uint64Param(0)), Priority::Normal),
+            (Some(Uint64Param(2)), Priority::Normal),
+            (Some(Int64Param(-1)), Priority::Normal),
+            (Some(StringParam("1".into())), Priority::Normal),
+        ];
+        for (choice, want) in cases {
+            assert_eq!(
+                priority_of(&with_priority(choice.clone())),
+                want,
+                "{choice:?}"
+            );
+        }
+    }
 }

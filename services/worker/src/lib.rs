@@ -14,12 +14,14 @@
 //! vanish at once.
 //!
 //! Modules: [`config`] (flags), [`agent`] (cluster side), [`package`] (verify and load),
-//! [`store`] (loaded versions), [`executor`] (queue + compute threads), [`tensors`] (request
+//! [`store`] (loaded versions), [`executor`] (the dynamic batcher: queue + compute threads), [`batch`] (its batch-forming
+//! policy), [`tensors`] (request
 //! decoding and validation), [`infer`] (one request end to end), [`service`] (the gRPC
 //! handlers), [`describe`] (metadata and config), [`stats`] and [`metrics`] (counters),
 //! [`limits`] (size error classification), [`error`] (the one status mapping).
 
 pub mod agent;
+pub mod batch;
 pub mod config;
 pub mod describe;
 pub mod error;

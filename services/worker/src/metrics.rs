@@ -145,12 +145,16 @@ impl ModelMetrics {
     pub fn record_success(&self, t: &RequestTimings) {
         self.success.inc();
         self.inference_count.inc_by(t.batch);
-        self.exec_count.inc();
         self.queue_us
             .inc_by(u64::try_from(t.queue.as_micros()).unwrap_or(u64::MAX));
         self.compute_infer_us
             .inc_by(u64::try_from(t.compute_infer.as_micros()).unwrap_or(u64::MAX));
         self.request_seconds.observe(t.total.as_secs_f64());
+    }
+
+    /// Records one model execution (a batch of one or more requests).
+    pub fn record_execution(&self) {
+        self.exec_count.inc();
     }
 
     /// Records a failed request.

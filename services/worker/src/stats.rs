@@ -5,17 +5,28 @@
 //! - `success` counts requests that got a response, with their end-to-end time in the worker;
 //!   `fail` counts those that did not (invalid input, full queue, deadline, runtime error);
 //! - `queue`, `compute_input`, `compute_infer`, `compute_output` count successful requests with
-//!   the time spent waiting for a compute thread, decoding inputs, running the model and encoding
-//!   outputs; so `queue.count` rises by one with every successful request;
-//! - `inference_count` counts batch items (a request of batch 8 adds 8), `execution_count`
-//!   model executions (one per request until the dynamic batcher merges requests).
+//!   the time spent queued until their batch starts computing, decoding inputs, running the model
+//!   and encoding outputs, so `queue.count` rises by one with every successful request (a
+//!   request's `compute_infer` is the time of the whole batch it ran in, as in Triton);
+//! - `inference_count` counts batch items of successful requests (a request of batch 8 adds 8),
+//!   `execution_count` model executions (one per batch the dynamic batcher runs, however many
+//!   requests it merged), and `batch_stats` has one entry per executed batch size, counting the
+//!   executions of that size with the time spent concatenating inputs (`compute_input`), in the
+//!   model (`compute_infer`) and splitting outputs (`compute_output`), ordered by size.
 //!
-//! All counters are lock-free atomics: recording never blocks the request path.
+//! Request counters are lock-free atomics: recording never blocks the request path. The batch
+//! table takes a short lock once per execution, on the compute thread.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kiln_proto::inference::{InferStatistics, ModelStatistics, StatisticDuration};
+use kiln_proto::inference::{
+    InferBatchStatistics, InferStatistics, ModelStatistics, StatisticDuration,
+};
+
+use crate::executor::Execution;
 
 /// A count and a total duration.
 #[derive(Debug, Default)]
@@ -69,6 +80,8 @@ pub struct ModelStats {
     compute_output: Tally,
     inference_count: AtomicU64,
     execution_count: AtomicU64,
+    /// Executions by batch size: (compute_input, compute_infer, compute_output).
+    batches: Mutex<BTreeMap<u64, [StatisticDuration; 3]>>,
     /// Milliseconds since the Unix epoch of the last request, 0 if none.
     last_inference_ms: AtomicU64,
 }
@@ -82,8 +95,22 @@ impl ModelStats {
         self.compute_infer.add(t.compute_infer);
         self.compute_output.add(t.compute_output);
         self.inference_count.fetch_add(t.batch, Ordering::Relaxed);
-        self.execution_count.fetch_add(1, Ordering::Relaxed);
         self.touch();
+    }
+
+    /// Records one successful model execution (a batch of one or more requests).
+    pub fn record_execution(&self, e: &Execution) {
+        self.execution_count.fetch_add(1, Ordering::Relaxed);
+        let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = batches.entry(e.rows).or_default();
+        for (d, t) in entry
+            .iter_mut()
+            .zip([e.compute_input, e.compute_infer, e.compute_output])
+        {
+            d.count += 1;
+            d.ns =
+                d.ns.saturating_add(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
+        }
     }
 
     /// Records a request that failed after `total`.
@@ -101,6 +128,18 @@ impl ModelStats {
 
     /// The protocol message for this model version.
     pub fn snapshot(&self, name: &str, version: &str) -> ModelStatistics {
+        let batch_stats = self
+            .batches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(size, [input, infer, output])| InferBatchStatistics {
+                batch_size: *size,
+                compute_input: Some(*input),
+                compute_infer: Some(*infer),
+                compute_output: Some(*output),
+            })
+            .collect();
         ModelStatistics {
             name: name.to_string(),
             version: version.to_string(),
@@ -117,6 +156,7 @@ impl ModelStats {
                 cache_hit: Some(StatisticDuration::default()),
                 cache_miss: Some(StatisticDuration::default()),
             }),
+            batch_stats,
             ..ModelStatistics::default()
         }
     }
@@ -143,10 +183,23 @@ mod tests {
             ..RequestTimings::default()
         });
         s.record_failure(ms);
+        for rows in [8, 2, 8] {
+            s.record_execution(&Execution {
+                rows,
+                requests: 1,
+                compute_infer: ms,
+                ..Execution::default()
+            });
+        }
         let snap = s.snapshot("digits", "1");
         let stats = snap.inference_stats.unwrap();
         assert_eq!(snap.inference_count, 10);
-        assert_eq!(snap.execution_count, 2);
+        assert_eq!(snap.execution_count, 3);
+        let sizes: Vec<_> = snap.batch_stats.iter().map(|b| b.batch_size).collect();
+        assert_eq!(sizes, [2, 8]);
+        let eight = snap.batch_stats[1].compute_infer.unwrap();
+        assert_eq!((eight.count, eight.ns), (2, 2_000_000));
+        assert_eq!(snap.batch_stats[1].compute_input.unwrap().count, 2);
         assert_eq!(stats.success.unwrap().count, 2);
         assert_eq!(stats.success.unwrap().ns, 4_000_000);
         assert_eq!(stats.queue.unwrap().count, 2);

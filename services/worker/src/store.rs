@@ -21,12 +21,12 @@ use crate::stats::ModelStats;
 pub struct LoadedModel {
     /// The package manifest (name, version, signature, batching).
     pub manifest: Manifest,
-    /// Its queue and compute threads.
+    /// Its dynamic batcher: queue and compute threads.
     pub executor: Executor,
-    /// Its ModelStatistics counters.
-    pub stats: ModelStats,
-    /// Its Prometheus series.
-    pub metrics: ModelMetrics,
+    /// Its ModelStatistics counters (shared with the batcher, which records executions).
+    pub stats: Arc<ModelStats>,
+    /// Its Prometheus series (shared likewise).
+    pub metrics: Arc<ModelMetrics>,
     /// Compute threads serving it (reported as the instance count in ModelConfig).
     pub threads: usize,
 }
