@@ -94,6 +94,7 @@ pub fn decode_tensor(t: &TensorProto, device: &Device) -> Result<Value> {
         | DataType::Uint8
         | DataType::Uint16
         | DataType::Bool => {
+            let is_bool = t.data_type == Some(DataType::Bool as i32);
             let data: Vec<i64> = match (raw, t.data_type) {
                 (Some(r), Some(6)) => le(r, i32::from_le_bytes)
                     .into_iter()
@@ -108,7 +109,12 @@ pub fn decode_tensor(t: &TensorProto, device: &Device) -> Result<Value> {
                 (None, _) => t.int32_data.iter().map(|x| i64::from(*x)).collect(),
             };
             check_len(t, data.len(), n)?;
-            Value::Int(Int { shape, data })
+            if is_bool {
+                let data = data.into_iter().map(|x| x != 0).collect();
+                Value::Bool(crate::value::Bool { shape, data })
+            } else {
+                Value::Int(Int { shape, data })
+            }
         }
         other => {
             return Err(onnx_err(format!(

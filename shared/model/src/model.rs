@@ -219,6 +219,7 @@ impl Model {
                 })?)
             }
             HostData::I64(v) => Value::Int(Int { shape, data: v }),
+            HostData::Bool(v) => Value::Bool(crate::value::Bool { shape, data: v }),
             HostData::I32(v) => Value::Int(Int {
                 shape,
                 data: v.into_iter().map(i64::from).collect(),
@@ -258,6 +259,10 @@ fn to_host(spec: &TensorSpec, v: Value) -> Result<HostTensor> {
         (Value::Int(i), Datatype::Int32) => HostTensor {
             shape: i.shape,
             data: HostData::I32(i.data.into_iter().map(|x| x as i32).collect()),
+        },
+        (Value::Bool(b), Datatype::Bool) => HostTensor {
+            shape: b.shape,
+            data: HostData::Bool(b.data),
         },
         (v, _) => return Err(wrong(v.kind())),
     })

@@ -8,6 +8,12 @@
 //! Integer tensors ([`Int`]) stay on the host: in inference graphs they are shapes, indices and
 //! class labels — small, and consumed by host-side logic (Reshape targets, label lookup). Moving
 //! them to the device would buy nothing and cost a round trip.
+//!
+//! Booleans ([`Bool`]) follow the same host policy: in the graphs Kiln serves they are masks built
+//! from shapes and small comparisons, consumed by `Where`/`Not`. Comparing two *float* tensors
+//! (`Equal`/`Less`/`Greater`) therefore downloads them; `Where` uploads its mask once. A graph that
+//! compares large activations pays that round trip — revisit with a device-side bool kind if a
+//! served model needs it.
 
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -98,14 +104,20 @@ pub struct Float {
     pub shape: Vec<usize>,
 }
 
-/// An integer tensor in host memory, row-major.
+/// A tensor in host memory, row-major.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Int {
+pub struct Host<T> {
     /// Logical shape; empty for a scalar.
     pub shape: Vec<usize>,
     /// Elements.
-    pub data: Vec<i64>,
+    pub data: Vec<T>,
 }
+
+/// An integer tensor (INT64/INT32) in host memory.
+pub type Int = Host<i64>;
+
+/// A boolean tensor in host memory.
+pub type Bool = Host<bool>;
 
 /// A value flowing along a graph edge.
 #[derive(Clone, Debug)]
@@ -115,10 +127,26 @@ pub enum Value {
     Float(Float),
     /// INT64/INT32 on the host.
     Int(Int),
+    /// BOOL on the host.
+    Bool(Bool),
 }
 
 /// Reshapes a rank-1 tensor to the given dims (rank 1..=6).
 fn from_flat(t: Tensor<1>, dims: &[usize]) -> Result<Ranked, String> {
+    if dims.contains(&0) {
+        // burn's reshape reads 0 as "copy the input dim": build empty tensors directly.
+        let dev = t.device();
+        let empty = |d: &[usize]| TensorData::new(Vec::<f32>::new(), d.to_vec());
+        return Ok(match dims.len() {
+            1 => Ranked::R1(Tensor::from_data(empty(dims), &dev)),
+            2 => Ranked::R2(Tensor::from_data(empty(dims), &dev)),
+            3 => Ranked::R3(Tensor::from_data(empty(dims), &dev)),
+            4 => Ranked::R4(Tensor::from_data(empty(dims), &dev)),
+            5 => Ranked::R5(Tensor::from_data(empty(dims), &dev)),
+            6 => Ranked::R6(Tensor::from_data(empty(dims), &dev)),
+            r => return Err(format!("rank {r} exceeds the supported {MAX_RANK}")),
+        });
+    }
     Ok(match dims.len() {
         0 | 1 => Ranked::R1(t.reshape([dims.first().copied().unwrap_or(1)])),
         2 => Ranked::R2(t.reshape([dims[0], dims[1]])),
@@ -240,6 +268,7 @@ impl Value {
         match self {
             Value::Float(_) => "float",
             Value::Int(_) => "int",
+            Value::Bool(_) => "bool",
         }
     }
 
@@ -248,6 +277,7 @@ impl Value {
         match self {
             Value::Float(f) => &f.shape,
             Value::Int(i) => &i.shape,
+            Value::Bool(b) => &b.shape,
         }
     }
 
@@ -256,6 +286,14 @@ impl Value {
         match self {
             Value::Float(f) => Ok(f),
             other => Err(format!("expected a float tensor, got {}", other.kind())),
+        }
+    }
+
+    /// The bool tensor, or an error.
+    pub fn bool(&self) -> Result<&Bool, String> {
+        match self {
+            Value::Bool(b) => Ok(b),
+            other => Err(format!("expected a bool tensor, got {}", other.kind())),
         }
     }
 
@@ -294,6 +332,10 @@ mod tests {
         assert_eq!(f.t_rank(), 2);
         let r = f.reshape(vec![3, 2]).unwrap();
         assert_eq!(r.to_host().unwrap(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        for dims in [vec![0, 5, 6], vec![4, 0, 6], vec![4, 5, 0]] {
+            let e = Float::from_host(vec![], dims.clone(), &dev).unwrap();
+            assert_eq!(e.to_host().unwrap().len(), 0, "{dims:?}");
+        }
         let s = Float::from_host(vec![7.0], vec![], &dev).unwrap();
         assert_eq!(s.t_rank(), 1);
         assert!(s.shape.is_empty());

@@ -3,7 +3,7 @@
 //! `tests/fixtures/ops.json` holds one tiny ONNX model per case (every supported op and its
 //! attribute variants), deterministic inputs, and onnxruntime's outputs; it is written by
 //! `tests/fixtures/make_op_fixtures.py`. Each case is loaded with [`Model::from_parts`] on the
-//! flex backend, run, and compared: shapes exactly, integers exactly, floats within the case's
+//! flex backend, run, and compared: shapes exactly, integers and booleans exactly, floats within the case's
 //! tolerance (absolute, relative for magnitudes above 1). Every failing case is reported at once.
 
 use std::path::PathBuf;
@@ -50,6 +50,7 @@ fn tensor(j: &Json) -> Tensor {
                 .collect(),
         ),
         "INT64" => HostData::I64(data.iter().map(|x| x.as_i64().expect("int")).collect()),
+        "BOOL" => HostData::Bool(data.iter().map(|x| x.as_bool().expect("bool")).collect()),
         other => panic!("fixture datatype {other} is not handled"),
     };
     Tensor {
@@ -149,6 +150,11 @@ fn run_case(case: &Case) -> Result<f32, String> {
         }
         match (&out.data, &want.data) {
             (HostData::I64(a), HostData::I64(b)) => {
+                if a != b {
+                    problems.push(format!("{name}: {a:?}, onnxruntime {b:?}"));
+                }
+            }
+            (HostData::Bool(a), HostData::Bool(b)) => {
                 if a != b {
                     problems.push(format!("{name}: {a:?}, onnxruntime {b:?}"));
                 }

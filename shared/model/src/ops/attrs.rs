@@ -27,6 +27,13 @@ impl<'a> Attrs<'a> {
         self.get(name).and_then(|a| a.f).unwrap_or(default)
     }
 
+    /// A STRING attribute (UTF-8), if present.
+    pub fn string(&self, name: &str) -> Option<String> {
+        self.get(name)
+            .and_then(|a| a.s.as_ref())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+    }
+
     /// An INTS attribute, if present.
     pub fn ints(&self, name: &str) -> Option<Vec<i64>> {
         self.get(name).map(|a| a.ints.clone())

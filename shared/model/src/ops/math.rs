@@ -55,7 +55,7 @@ fn binary_float(op: Binary, a: &Float, b: &Float) -> Result<Float, String> {
 }
 
 /// Index of `out_index` (in the broadcast shape `out`) inside an operand of shape `s`.
-fn broadcast_index(out: &[usize], s: &[usize], mut out_index: usize) -> usize {
+pub(crate) fn broadcast_index(out: &[usize], s: &[usize], mut out_index: usize) -> usize {
     let off = out.len() - s.len();
     let (mut idx, mut stride) = (0, 1);
     for i in (0..out.len()).rev() {

@@ -1,6 +1,6 @@
 //! Shape and type ops: Reshape, Flatten, Cast, ArgMax, ArrayFeatureExtractor.
 
-use crate::value::{Float, Int, Value, with_ranked};
+use crate::value::{Bool, Float, Host, Int, Value, with_ranked};
 
 /// ONNX `Reshape` target: 0 copies the input dim (unless `allowzero`), one -1 is inferred.
 pub fn reshape_target(
@@ -44,15 +44,18 @@ pub fn reshape_target(
 pub fn reshape(v: &Value, shape: Vec<usize>) -> Result<Value, String> {
     Ok(match v {
         Value::Float(f) => Value::Float(f.reshape(shape)?),
-        Value::Int(i) => {
-            if shape.iter().product::<usize>() != i.data.len() {
-                return Err(format!("cannot reshape {:?} to {shape:?}", i.shape));
-            }
-            Value::Int(Int {
-                shape,
-                data: i.data.clone(),
-            })
-        }
+        Value::Int(i) => Value::Int(reshape_host(i, shape)?),
+        Value::Bool(b) => Value::Bool(reshape_host(b, shape)?),
+    })
+}
+
+fn reshape_host<T: Clone>(h: &Host<T>, shape: Vec<usize>) -> Result<Host<T>, String> {
+    if shape.iter().product::<usize>() != h.data.len() {
+        return Err(format!("cannot reshape {:?} to {shape:?}", h.shape));
+    }
+    Ok(Host {
+        shape,
+        data: h.data.clone(),
     })
 }
 
@@ -74,6 +77,8 @@ pub enum CastTo {
     Float,
     /// INT32 (6) or INT64 (7): host integers.
     Int,
+    /// BOOL (9): host booleans.
+    Bool,
 }
 
 impl CastTo {
@@ -82,6 +87,7 @@ impl CastTo {
         match to {
             1 => Some(CastTo::Float),
             6 | 7 => Some(CastTo::Int),
+            9 => Some(CastTo::Bool),
             _ => None,
         }
     }
@@ -89,8 +95,27 @@ impl CastTo {
 
 /// Runs `Cast`. Float → int truncates toward zero, as onnxruntime does.
 pub fn cast(v: &Value, to: CastTo, device: &burn::tensor::Device) -> Result<Value, String> {
+    let bools = |data: Vec<bool>| {
+        Value::Bool(Bool {
+            shape: v.shape().to_vec(),
+            data,
+        })
+    };
     Ok(match (v, to) {
-        (Value::Float(_), CastTo::Float) | (Value::Int(_), CastTo::Int) => v.clone(),
+        (Value::Float(_), CastTo::Float)
+        | (Value::Int(_), CastTo::Int)
+        | (Value::Bool(_), CastTo::Bool) => v.clone(),
+        (Value::Float(f), CastTo::Bool) => bools(f.to_host()?.iter().map(|x| *x != 0.0).collect()),
+        (Value::Int(i), CastTo::Bool) => bools(i.data.iter().map(|x| *x != 0).collect()),
+        (Value::Bool(b), CastTo::Int) => Value::Int(Int {
+            shape: b.shape.clone(),
+            data: b.data.iter().map(|&x| i64::from(x)).collect(),
+        }),
+        (Value::Bool(b), CastTo::Float) => Value::Float(Float::from_host(
+            b.data.iter().map(|&x| f32::from(u8::from(x))).collect(),
+            b.shape.clone(),
+            device,
+        )?),
         (Value::Float(f), CastTo::Int) => Value::Int(Int {
             shape: f.shape.clone(),
             data: f.to_host()?.into_iter().map(|x| x.trunc() as i64).collect(),
@@ -164,6 +189,7 @@ pub fn array_feature_extractor(
             let data = pick(&f.to_host()?, rows, last, &idx);
             Value::Float(Float::from_host(data, out_shape, device)?)
         }
+        Value::Bool(_) => return Err("ArrayFeatureExtractor on bool data".into()),
     })
 }
 
