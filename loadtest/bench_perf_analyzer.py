@@ -47,8 +47,11 @@ def perf_analyzer(url: str, concurrency: int, interval_ms: int) -> dict:
     out = subprocess.run(
         [pa, "-m", "digits", "-u", url, "-i", "grpc", "-b", "1",
          "--concurrency-range", str(concurrency), "--measurement-interval", str(interval_ms),
-         "--percentile", "99"],
-        capture_output=True, text=True, timeout=600, env=env, check=True).stdout
+         "--max-trials", "20"],
+        capture_output=True, text=True, timeout=600, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"perf_analyzer failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-2000:]}")
+    out = out.stdout
     thr = float(re.search(r"Throughput: ([\d.]+) infer/sec", out).group(1))
     lat = {k: int(v) for k, v in re.findall(r"(p50|p99) latency: (\d+) usec", out)}
     return {"throughput": thr, "p50_us": lat.get("p50"), "p99_us": lat.get("p99")}

@@ -48,7 +48,8 @@ def wait_for(what, predicate, timeout=30.0, interval=0.05):
 
 
 class Cluster:
-    def __init__(self, workers: int = 2):
+    def __init__(self, workers: int = 2, worker_args=None):
+        worker_args = worker_args or {}
         self.dir = Path(tempfile.mkdtemp(prefix="kiln-e2e-"))
         self.procs = {}
         self.bins = bin_dir()
@@ -67,7 +68,7 @@ class Cluster:
             "--lease-ttl-secs", str(LEASE_TTL_SECS),
         ])
         for i in range(1, workers + 1):
-            self.start_worker(f"w{i}")
+            self.start_worker(f"w{i}", worker_args.get(f"w{i}", []))
         self._spawn("gateway", [
             self.bins / "kiln-gateway",
             "--etcd", self.etcd_url,
@@ -96,7 +97,7 @@ class Cluster:
             "--initial-cluster", f"e2e={peer}", "--log-level", "error",
         ])
 
-    def start_worker(self, worker_id: str):
+    def start_worker(self, worker_id: str, extra_args=()):
         addr = f"127.0.0.1:{free_port()}"
         self.workers[worker_id] = addr
         self._spawn(worker_id, [
@@ -106,6 +107,7 @@ class Cluster:
             "--grpc-addr", addr,
             "--http-addr", f"127.0.0.1:{free_port()}",
             "--lease-ttl-secs", str(LEASE_TTL_SECS),
+            *extra_args,
         ])
         return addr
 

@@ -47,6 +47,8 @@ pub struct AgentConfig {
     pub backend: Backend,
     /// Compute threads per loaded version.
     pub compute_threads: usize,
+    /// Whether requests may be merged into batches.
+    pub dynamic_batching: bool,
     /// Directory packages must lie in, if any.
     pub package_root: Option<PathBuf>,
 }
@@ -342,7 +344,11 @@ impl Agent {
         let settings = Settings {
             threads,
             capacity: usize::try_from(manifest.batching.max_queue_size).unwrap_or(usize::MAX),
-            policy: Policy::from_manifest(&manifest),
+            policy: if self.cfg.dynamic_batching {
+                Policy::from_manifest(&manifest)
+            } else {
+                Policy::unbatched()
+            },
             on_execution: {
                 let (stats, metrics) = (stats.clone(), metrics.clone());
                 Arc::new(move |e: &Execution| {

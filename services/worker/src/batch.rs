@@ -128,6 +128,15 @@ impl Policy {
             max_queue_delay: Duration::from_micros(m.batching.max_queue_delay_microseconds),
         }
     }
+
+    /// A policy that never merges requests (each runs alone, as it arrived).
+    pub fn unbatched() -> Self {
+        Self {
+            max_batch_size: 0,
+            preferred: Vec::new(),
+            max_queue_delay: Duration::ZERO,
+        }
+    }
 }
 
 /// What the batch former should do next.

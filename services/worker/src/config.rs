@@ -48,6 +48,11 @@ pub struct Config {
     #[arg(long, env = "KILN_COMPUTE_THREADS", default_value_t = default_compute_threads())]
     pub compute_threads: usize,
 
+    /// Run every request alone: disables the dynamic batcher's merging (a baseline for
+    /// benchmarks; the manifest's batching knobs then only bound the queue).
+    #[arg(long, env = "KILN_NO_DYNAMIC_BATCHING")]
+    pub no_dynamic_batching: bool,
+
     /// Largest gRPC message accepted or sent, in bytes.
     #[arg(long, env = "KILN_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
@@ -80,6 +85,7 @@ impl Default for Config {
             backend: Backend::Flex,
             lease_ttl_secs: 3,
             compute_threads: default_compute_threads(),
+            no_dynamic_batching: false,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             shutdown_grace_secs: 10,
             package_root: None,

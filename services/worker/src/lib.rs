@@ -184,6 +184,7 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
             record: record.clone(),
             backend: config.backend,
             compute_threads: config.compute_threads,
+            dynamic_batching: !config.no_dynamic_batching,
             package_root: config.package_root.clone(),
         },
         store.clone(),
