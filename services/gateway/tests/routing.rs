@@ -90,18 +90,7 @@ async fn unknown_model_and_version_are_not_found_and_unready_is_unavailable() {
     assert_eq!(err.code(), Code::Unavailable);
     assert_eq!(a.calls(), 0);
 
-    let ready = |name: &str, version: &str| ModelReadyRequest {
-        name: name.into(),
-        version: version.into(),
-    };
-    assert!(
-        !client
-            .model_ready(ready("m", ""))
-            .await
-            .unwrap()
-            .into_inner()
-            .ready
-    );
+    assert!(!is_ready(&mut client, "m", "").await);
     let index = client
         .repository_index(RepositoryIndexRequest::default())
         .await
@@ -113,38 +102,10 @@ async fn unknown_model_and_version_are_not_found_and_unready_is_unavailable() {
 
     register(&*coord, "m", "1", &a, ReplicaState::Ready).await;
     wait_ready(&gw, "m", "1", 1).await;
-    assert!(
-        client
-            .model_ready(ready("m", ""))
-            .await
-            .unwrap()
-            .into_inner()
-            .ready
-    );
-    assert!(
-        client
-            .model_ready(ready("m", "1"))
-            .await
-            .unwrap()
-            .into_inner()
-            .ready
-    );
-    assert!(
-        !client
-            .model_ready(ready("m", "2"))
-            .await
-            .unwrap()
-            .into_inner()
-            .ready
-    );
-    assert!(
-        !client
-            .model_ready(ready("x", ""))
-            .await
-            .unwrap()
-            .into_inner()
-            .ready
-    );
+    assert!(is_ready(&mut client, "m", "").await);
+    assert!(is_ready(&mut client, "m", "1").await);
+    assert!(!is_ready(&mut client, "m", "2").await);
+    assert!(!is_ready(&mut client, "x", "").await);
     client
         .model_infer(request("m", "1", four_floats()))
         .await
@@ -216,4 +177,24 @@ async fn empty_version_follows_weights_and_the_chosen_version_is_forwarded() {
     }
     assert_eq!(v1.calls(), before);
     gw.shutdown().await;
+}
+
+/// Asks the gateway's ModelReady.
+async fn is_ready(
+    client: &mut kiln_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient<
+        tonic::transport::Channel,
+    >,
+    name: &str,
+    version: &str,
+) -> bool {
+    let request = ModelReadyRequest {
+        name: name.into(),
+        version: version.into(),
+    };
+    client
+        .model_ready(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .ready
 }
