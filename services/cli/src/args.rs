@@ -66,6 +66,13 @@ pub struct UpArgs {
     /// burn backend of the workers: flex, ndarray, wgpu or wgpu-cpu.
     #[arg(long, default_value = "flex")]
     pub backend: kiln_model::Backend,
+    /// Compute threads per loaded model version in each worker (a package's `instance_count`
+    /// wins); default: the worker's default.
+    #[arg(long)]
+    pub compute_threads: Option<usize>,
+    /// Run every request alone in the workers (the baseline for batching benchmarks).
+    #[arg(long)]
+    pub no_dynamic_batching: bool,
     /// Model versions to deploy, `MODEL:VERSION`, one replica per worker (repeatable; `none`
     /// deploys nothing).
     #[arg(long = "deploy", default_value = "digits:1", value_parser = parse_model_version)]

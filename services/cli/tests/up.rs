@@ -34,6 +34,8 @@ async fn up_deploys_digits_and_predicts_through_the_gateway() {
         ephemeral_ports: true,
         backend: kiln_model::Backend::Flex,
         models: models(),
+        compute_threads: None,
+        no_dynamic_batching: false,
     };
     let cluster = Cluster::start(&config, coord).await.unwrap();
     let deployed = cluster

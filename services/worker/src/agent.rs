@@ -338,7 +338,10 @@ impl Agent {
 
     fn make_servable(&self, model: Model) -> std::io::Result<Arc<LoadedModel>> {
         let manifest = model.manifest().clone();
-        let threads = self.cfg.compute_threads.max(1);
+        let threads = manifest
+            .instance_count
+            .map_or(self.cfg.compute_threads, |n| n as usize)
+            .max(1);
         let stats = Arc::new(ModelStats::default());
         let metrics = Arc::new(self.metrics.for_model(&manifest.name, &manifest.version));
         let settings = Settings {
@@ -350,11 +353,8 @@ impl Agent {
                 Policy::unbatched()
             },
             on_execution: {
-                let (stats, metrics) = (stats.clone(), metrics.clone());
-                Arc::new(move |e: &Execution| {
-                    stats.record_execution(e);
-                    metrics.record_execution();
-                })
+                let stats = stats.clone();
+                Arc::new(move |e: &Execution| stats.record_execution(e))
             },
         };
         let executor =

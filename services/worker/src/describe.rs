@@ -57,6 +57,8 @@ pub fn config(m: &LoadedModel, backend: Backend) -> ModelConfig {
         max_queue_delay_microseconds: batching.max_queue_delay_microseconds,
         default_queue_policy: Some(ModelQueuePolicy {
             max_queue_size: batching.max_queue_size,
+            default_timeout_microseconds: batching.default_timeout_microseconds,
+            allow_timeout_override: true,
             ..ModelQueuePolicy::default()
         }),
         ..ModelDynamicBatching::default()

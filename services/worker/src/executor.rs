@@ -10,8 +10,8 @@
 //! - one thread at a time forms a batch (the others wait or compute), so concurrent requests
 //!   gather into one batch rather than spreading over idle threads;
 //! - a request whose deadline has passed, or whose caller has gone away, is never computed: it is
-//!   answered [`WorkerError::DeadlineExceeded`] (or dropped) and counted in
-//!   [`Executor::skipped`];
+//!   answered [`WorkerError::DeadlineExceeded`] and counted in [`Executor::expired`] (or, caller
+//!   gone, dropped and counted in [`Executor::canceled`]);
 //! - every request is answered exactly once with its own rows of the outputs, its queue time and
 //!   the batch's compute time; if a merged batch fails (model error or panic) each of its
 //!   requests is run again alone, so a bad request only fails itself; a panic is answered as an
@@ -140,7 +140,8 @@ struct Shared {
     wake: Condvar,
     policy: Policy,
     on_execution: OnExecution,
-    skipped: AtomicU64,
+    expired: AtomicU64,
+    canceled: AtomicU64,
 }
 
 impl Shared {
@@ -151,8 +152,12 @@ impl Shared {
     /// Answers requests that will not be computed.
     fn skip(&self, dead: &mut Vec<Job>) {
         for job in dead.drain(..) {
-            self.skipped.fetch_add(1, Ordering::Relaxed);
-            let _ = job.reply.send(Err(WorkerError::DeadlineExceeded));
+            if job.reply.is_closed() {
+                self.canceled.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.expired.fetch_add(1, Ordering::Relaxed);
+                let _ = job.reply.send(Err(WorkerError::DeadlineExceeded));
+            }
         }
     }
 }
@@ -179,7 +184,8 @@ impl Executor {
             wake: Condvar::new(),
             policy: settings.policy,
             on_execution: settings.on_execution,
-            skipped: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+            canceled: AtomicU64::new(0),
         });
         let executor = Self {
             model: model.to_string(),
@@ -208,9 +214,14 @@ impl Executor {
         self.shared.lock().queue.len()
     }
 
-    /// Requests answered without compute so far (deadline passed or caller gone).
-    pub fn skipped(&self) -> u64 {
-        self.shared.skipped.load(Ordering::Relaxed)
+    /// Requests answered DEADLINE_EXCEEDED without compute so far (deadline passed in the queue).
+    pub fn expired(&self) -> u64 {
+        self.shared.expired.load(Ordering::Relaxed)
+    }
+
+    /// Requests dropped without compute so far because their caller went away.
+    pub fn canceled(&self) -> u64 {
+        self.shared.canceled.load(Ordering::Relaxed)
     }
 
     /// Queues `inputs` at `priority` and waits for this request's outputs. Fails at once if the

@@ -4,10 +4,12 @@
 //! Every request that reaches a known model version is counted exactly once, as a success or a
 //! failure (a request whose caller disconnects mid-way is not counted). The caller's gRPC
 //! deadline travels with the request to the compute queue, where an expired request is dropped
-//! before compute. The request parameter `priority` picks the queue level ([`priority_of`]).
+//! before compute; so does the `timeout` request parameter (Triton's per-request queue timeout, in
+//! microseconds) and, for a request with neither, the model's `default_timeout_microseconds`
+//! ([`queue_deadline`]). The request parameter `priority` picks the queue level ([`priority_of`]).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kiln_proto::inference::infer_parameter::ParameterChoice;
 use kiln_proto::inference::{ModelInferRequest, ModelInferResponse};
@@ -16,7 +18,7 @@ use tonic::metadata::MetadataMap;
 
 use crate::batch::Priority;
 use crate::error::WorkerError;
-use crate::stats::RequestTimings;
+use crate::stats::{FailureReason, RequestTimings};
 use crate::store::{LoadedModel, ModelStore};
 use crate::tensors;
 
@@ -35,9 +37,10 @@ pub async fn infer(
             model.stats.record_success(timings);
             model.metrics.record_success(timings);
         }
-        Err(_) => {
-            model.stats.record_failure(received.elapsed());
-            model.metrics.record_failure();
+        Err(e) => {
+            model
+                .stats
+                .record_failure(received.elapsed(), FailureReason::of(e));
         }
     }
     result.map(|(resp, _)| resp)
@@ -55,6 +58,12 @@ async fn run(
     let compute_input = decode_start.elapsed();
 
     let priority = priority_of(&req);
+    let deadline = queue_deadline(
+        deadline,
+        timeout_of(&req),
+        model.manifest.batching.default_timeout_microseconds,
+        received,
+    );
     let executed = model
         .executor
         .submit(decoded.inputs, deadline, priority)
@@ -107,6 +116,38 @@ pub fn priority_of(req: &ModelInferRequest) -> Priority {
     Priority::from_level(level)
 }
 
+/// The request's `timeout` parameter (Triton's per-request queue timeout, microseconds).
+pub fn timeout_of(req: &ModelInferRequest) -> Option<Duration> {
+    match req
+        .parameters
+        .get("timeout")
+        .and_then(|p| p.parameter_choice.as_ref())
+    {
+        Some(ParameterChoice::Uint64Param(v)) => Some(Duration::from_micros(*v)),
+        Some(ParameterChoice::Int64Param(v)) if *v > 0 => {
+            Some(Duration::from_micros(v.unsigned_abs()))
+        }
+        _ => None,
+    }
+}
+
+/// When a queued request stops being worth computing: the earlier of the gRPC deadline and the
+/// `timeout` parameter; with neither, the model's default timeout (0 = none).
+pub fn queue_deadline(
+    grpc: Option<Instant>,
+    timeout: Option<Duration>,
+    default_timeout_us: u64,
+    received: Instant,
+) -> Option<Instant> {
+    let param = timeout.map(|t| received + t);
+    match (grpc, param) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b).or_else(|| {
+            (default_timeout_us > 0).then(|| received + Duration::from_micros(default_timeout_us))
+        }),
+    }
+}
+
 /// The caller's deadline from the `grpc-timeout` request header, measured from now.
 pub fn deadline_from(metadata: &MetadataMap) -> Option<Instant> {
     let value = metadata.get("grpc-timeout")?.to_str().ok()?;
@@ -129,6 +170,38 @@ mod tests {
             );
         }
         req
+    }
+
+    #[test]
+    fn queue_deadline_is_the_earliest_given() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(queue_deadline(None, None, 0, now), None);
+        assert_eq!(queue_deadline(None, None, 5_000, now), Some(now + ms(5)));
+        assert_eq!(
+            queue_deadline(Some(now + ms(9)), None, 5_000, now),
+            Some(now + ms(9))
+        );
+        assert_eq!(
+            queue_deadline(None, Some(ms(2)), 5_000, now),
+            Some(now + ms(2))
+        );
+        assert_eq!(
+            queue_deadline(Some(now + ms(9)), Some(ms(2)), 0, now),
+            Some(now + ms(2))
+        );
+        assert_eq!(
+            queue_deadline(Some(now + ms(1)), Some(ms(2)), 0, now),
+            Some(now + ms(1))
+        );
+        let mut req = ModelInferRequest::default();
+        req.parameters.insert(
+            "timeout".into(),
+            InferParameter {
+                parameter_choice: Some(ParameterChoice::Int64Param(1500)),
+            },
+        );
+        assert_eq!(timeout_of(&req), Some(Duration::from_micros(1500)));
     }
 
     #[test]

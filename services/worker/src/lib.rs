@@ -117,14 +117,14 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
         .clone()
         .unwrap_or_else(|| grpc_addr.to_string());
 
+    let store = Arc::new(ModelStore::default());
     let registry = Arc::new(Mutex::new(Registry::default()));
-    let metrics = WorkerMetrics::register(&registry);
+    let metrics = WorkerMetrics::register(&registry, store.clone());
     let (ready, ready_rx) = watch::channel(true);
     let http = HttpEndpoints::serve(config.http_addr, registry, ready_rx)
         .await
         .with_context(|| format!("cannot bind HTTP address {}", config.http_addr))?;
 
-    let store = Arc::new(ModelStore::default());
     let draining = Arc::new(AtomicBool::new(false));
     let service = InferenceService::new(
         store.clone(),

@@ -1,21 +1,39 @@
 //! Prometheus metrics of the worker, served at `/metrics` by kiln-telemetry.
 //!
-//! Names follow Triton's where one exists, so existing dashboards work: per model version
-//! (labels `model`, `version`) `nv_inference_request_success`, `nv_inference_request_failure`,
-//! `nv_inference_count`, `nv_inference_exec_count` (counters, exported with `_total`),
-//! `nv_inference_queue_duration_us` and `nv_inference_compute_infer_duration_us` (cumulative
-//! microseconds, as in Triton), plus `kiln_inference_request_duration_seconds`, a histogram of
-//! the end-to-end time of successful requests inside the worker.
+//! The per model version figures are read at scrape time from the same counters that answer
+//! `ModelStatistics` ([`crate::stats::ModelStats`]) and from the batcher's queue, so the two
+//! views never disagree. Names and labels (`model`, `version`) follow Triton's, so existing
+//! dashboards and alerts work unchanged:
+//! - `nv_inference_request_success`, `nv_inference_request_failure` (label `reason`: REJECTED,
+//!   CANCELED, BACKEND, OTHER), `nv_inference_count`, `nv_inference_exec_count`;
+//! - `nv_inference_request_duration_us`, `nv_inference_queue_duration_us`,
+//!   `nv_inference_compute_input_duration_us`, `nv_inference_compute_infer_duration_us`,
+//!   `nv_inference_compute_output_duration_us` (cumulative microseconds);
+//! - `nv_inference_pending_request_count` (gauge: requests queued now).
+//!
+//! Triton exports these without the `_total` suffix that OpenMetrics requires of a `counter`, so
+//! they are typed `unknown` here: the sample names stay exactly Triton's (and `rate()` works on
+//! them as on any monotonic series).
+//!
+//! Kiln adds `kiln_inference_queue_capacity` (gauge), `kiln_inference_expired_in_queue_total`
+//! (requests answered DEADLINE_EXCEEDED without compute), `kiln_inference_canceled_in_queue_total`
+//! (requests whose caller left while queued; never computed) and
+//! `kiln_inference_request_duration_seconds`, a histogram of successful requests' time inside the
+//! worker.
 
 use std::sync::{Arc, Mutex};
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use kiln_proto::inference::StatisticDuration;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::stats::RequestTimings;
+use crate::stats::{FailureReason, RequestTimings};
+use crate::store::{LoadedModel, ModelStore};
 
 /// The labels of every per-model series.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -26,17 +44,18 @@ pub struct ModelLabels {
     pub version: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    model: String,
+    version: String,
+    reason: &'static str,
+}
+
 type HistogramFamily = Family<ModelLabels, Histogram, fn() -> Histogram>;
 
 /// The worker's metric families, registered once in the process registry.
 #[derive(Clone)]
 pub struct WorkerMetrics {
-    success: Family<ModelLabels, Counter>,
-    failure: Family<ModelLabels, Counter>,
-    inference_count: Family<ModelLabels, Counter>,
-    exec_count: Family<ModelLabels, Counter>,
-    queue_us: Family<ModelLabels, Counter>,
-    compute_infer_us: Family<ModelLabels, Counter>,
     request_seconds: HistogramFamily,
 }
 
@@ -46,151 +65,181 @@ fn request_histogram() -> Histogram {
 }
 
 impl WorkerMetrics {
-    /// Creates the families and registers them in `registry`.
-    pub fn register(registry: &Arc<Mutex<Registry>>) -> Self {
+    /// Registers the histogram family and a collector over `store`'s loaded versions.
+    pub fn register(registry: &Arc<Mutex<Registry>>, store: Arc<ModelStore>) -> Self {
         let m = Self {
-            success: Family::default(),
-            failure: Family::default(),
-            inference_count: Family::default(),
-            exec_count: Family::default(),
-            queue_us: Family::default(),
-            compute_infer_us: Family::default(),
             request_seconds: Family::new_with_constructor(request_histogram),
         };
         let mut r = registry.lock().unwrap_or_else(|p| p.into_inner());
-        r.register(
-            "nv_inference_request_success",
-            "Successful inference requests",
-            m.success.clone(),
-        );
-        r.register(
-            "nv_inference_request_failure",
-            "Failed inference requests",
-            m.failure.clone(),
-        );
-        r.register(
-            "nv_inference_count",
-            "Inferences performed (batch items)",
-            m.inference_count.clone(),
-        );
-        r.register(
-            "nv_inference_exec_count",
-            "Model executions performed",
-            m.exec_count.clone(),
-        );
-        r.register(
-            "nv_inference_queue_duration_us",
-            "Cumulative time requests waited in the queue, in microseconds",
-            m.queue_us.clone(),
-        );
-        r.register(
-            "nv_inference_compute_infer_duration_us",
-            "Cumulative time spent running the model, in microseconds",
-            m.compute_infer_us.clone(),
-        );
         r.register(
             "kiln_inference_request_duration_seconds",
             "End-to-end time of successful requests inside the worker",
             m.request_seconds.clone(),
         );
+        r.register_collector(Box::new(StoreCollector { store }));
         m
     }
 
     /// The series of one model version.
     pub fn for_model(&self, model: &str, version: &str) -> ModelMetrics {
-        let labels = ModelLabels {
-            model: model.to_string(),
-            version: version.to_string(),
-        };
         ModelMetrics {
-            success: self.success.get_or_create_owned(&labels),
-            failure: self.failure.get_or_create_owned(&labels),
-            inference_count: self.inference_count.get_or_create_owned(&labels),
-            exec_count: self.exec_count.get_or_create_owned(&labels),
-            queue_us: self.queue_us.get_or_create_owned(&labels),
-            compute_infer_us: self.compute_infer_us.get_or_create_owned(&labels),
-            request_seconds: self.request_seconds.get_or_create_owned(&labels),
+            request_seconds: self
+                .request_seconds
+                .get_or_create_owned(&labels(model, version)),
         }
     }
 
-    /// Drops the series of an unloaded model version.
+    /// Drops the series of an unloaded model version (the collector forgets it by itself).
     pub fn remove(&self, model: &str, version: &str) {
-        let labels = ModelLabels {
-            model: model.to_string(),
-            version: version.to_string(),
-        };
-        self.success.remove(&labels);
-        self.failure.remove(&labels);
-        self.inference_count.remove(&labels);
-        self.exec_count.remove(&labels);
-        self.queue_us.remove(&labels);
-        self.compute_infer_us.remove(&labels);
-        self.request_seconds.remove(&labels);
+        self.request_seconds.remove(&labels(model, version));
+    }
+}
+
+fn labels(model: &str, version: &str) -> ModelLabels {
+    ModelLabels {
+        model: model.to_string(),
+        version: version.to_string(),
     }
 }
 
 /// Handles on the series of one model version (cheap to update: no label lookup).
 pub struct ModelMetrics {
-    success: Counter,
-    failure: Counter,
-    inference_count: Counter,
-    exec_count: Counter,
-    queue_us: Counter,
-    compute_infer_us: Counter,
     request_seconds: Histogram,
 }
 
 impl ModelMetrics {
     /// Records a successful request.
     pub fn record_success(&self, t: &RequestTimings) {
-        self.success.inc();
-        self.inference_count.inc_by(t.batch);
-        self.queue_us
-            .inc_by(u64::try_from(t.queue.as_micros()).unwrap_or(u64::MAX));
-        self.compute_infer_us
-            .inc_by(u64::try_from(t.compute_infer.as_micros()).unwrap_or(u64::MAX));
         self.request_seconds.observe(t.total.as_secs_f64());
-    }
-
-    /// Records one model execution (a batch of one or more requests).
-    pub fn record_execution(&self) {
-        self.exec_count.inc();
-    }
-
-    /// Records a failed request.
-    pub fn record_failure(&self) {
-        self.failure.inc();
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
+/// Reads every loaded version's counters at scrape time.
+#[derive(Debug)]
+struct StoreCollector {
+    store: Arc<ModelStore>,
+}
 
-    #[test]
-    fn exports_triton_names() {
-        let registry = Arc::new(Mutex::new(Registry::default()));
-        let metrics = WorkerMetrics::register(&registry);
-        let m = metrics.for_model("digits", "1");
-        m.record_success(&RequestTimings {
-            batch: 4,
-            total: Duration::from_millis(2),
-            queue: Duration::from_micros(30),
-            ..RequestTimings::default()
-        });
-        m.record_failure();
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry.lock().unwrap()).unwrap();
-        for needle in [
-            "nv_inference_request_success_total{model=\"digits\",version=\"1\"} 1",
-            "nv_inference_request_failure_total{model=\"digits\",version=\"1\"} 1",
-            "nv_inference_count_total{model=\"digits\",version=\"1\"} 4",
-            "nv_inference_queue_duration_us_total{model=\"digits\",version=\"1\"} 30",
-            "kiln_inference_request_duration_seconds_count{model=\"digits\",version=\"1\"} 1",
-        ] {
-            assert!(text.contains(needle), "missing {needle} in\n{text}");
+/// One per-model series: a name, its help, its type and how to read it off a model.
+struct Series {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    read: fn(&LoadedModel) -> u64,
+}
+
+fn us(d: StatisticDuration) -> u64 {
+    d.ns / 1_000
+}
+
+const SERIES: &[Series] = &[
+    Series {
+        name: "nv_inference_request_success",
+        help: "Successful inference requests",
+        kind: MetricType::Unknown,
+        read: |m| m.stats.totals().success.count,
+    },
+    Series {
+        name: "nv_inference_count",
+        help: "Inferences performed (batch items of successful requests)",
+        kind: MetricType::Unknown,
+        read: |m| m.stats.totals().inference_count,
+    },
+    Series {
+        name: "nv_inference_exec_count",
+        help: "Model executions performed (batches)",
+        kind: MetricType::Unknown,
+        read: |m| m.stats.totals().execution_count,
+    },
+    Series {
+        name: "nv_inference_request_duration_us",
+        help: "Cumulative end-to-end time of successful requests in the worker, microseconds",
+        kind: MetricType::Unknown,
+        read: |m| us(m.stats.totals().success),
+    },
+    Series {
+        name: "nv_inference_queue_duration_us",
+        help: "Cumulative time successful requests waited in the queue, microseconds",
+        kind: MetricType::Unknown,
+        read: |m| us(m.stats.totals().queue),
+    },
+    Series {
+        name: "nv_inference_compute_input_duration_us",
+        help: "Cumulative time spent decoding inputs of successful requests, microseconds",
+        kind: MetricType::Unknown,
+        read: |m| us(m.stats.totals().compute_input),
+    },
+    Series {
+        name: "nv_inference_compute_infer_duration_us",
+        help: "Cumulative time successful requests spent in the model, microseconds",
+        kind: MetricType::Unknown,
+        read: |m| us(m.stats.totals().compute_infer),
+    },
+    Series {
+        name: "nv_inference_compute_output_duration_us",
+        help: "Cumulative time spent encoding outputs of successful requests, microseconds",
+        kind: MetricType::Unknown,
+        read: |m| us(m.stats.totals().compute_output),
+    },
+    Series {
+        name: "nv_inference_pending_request_count",
+        help: "Requests waiting in the queue now",
+        kind: MetricType::Gauge,
+        read: |m| m.executor.queued() as u64,
+    },
+    Series {
+        name: "kiln_inference_queue_capacity",
+        help: "Requests the queue holds before refusing with RESOURCE_EXHAUSTED",
+        kind: MetricType::Gauge,
+        read: |m| m.executor.capacity() as u64,
+    },
+    Series {
+        name: "kiln_inference_expired_in_queue",
+        help: "Requests whose deadline passed while queued: answered DEADLINE_EXCEEDED, never computed",
+        kind: MetricType::Counter,
+        read: |m| m.executor.expired(),
+    },
+    Series {
+        name: "kiln_inference_canceled_in_queue",
+        help: "Requests whose caller went away while queued: never computed",
+        kind: MetricType::Counter,
+        read: |m| m.executor.canceled(),
+    },
+];
+
+impl Collector for StoreCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let models = self.store.loaded("");
+        for s in SERIES {
+            let mut family = encoder.encode_descriptor(s.name, s.help, None, s.kind)?;
+            for m in &models {
+                let value = (s.read)(m);
+                let l = labels(m.name(), m.version());
+                let mut e = family.encode_family(&l)?;
+                match s.kind {
+                    MetricType::Counter => ConstCounter::new(value).encode(e)?,
+                    _ => e.encode_gauge(&value)?,
+                }
+            }
         }
-        metrics.remove("digits", "1");
+        let mut family = encoder.encode_descriptor(
+            "nv_inference_request_failure",
+            "Failed inference requests, by reason",
+            None,
+            MetricType::Unknown,
+        )?;
+        for m in &models {
+            let mut failures = m.stats.totals().failures;
+            failures[FailureReason::Canceled as usize] += m.executor.canceled();
+            for (reason, n) in FailureReason::ALL.iter().zip(failures) {
+                let l = FailureLabels {
+                    model: m.name().to_string(),
+                    version: m.version().to_string(),
+                    reason: reason.label(),
+                };
+                family.encode_family(&l)?.encode_gauge(&n)?;
+            }
+        }
+        Ok(())
     }
 }

@@ -26,6 +26,9 @@ use kiln_proto::inference::{
     InferBatchStatistics, InferStatistics, ModelStatistics, StatisticDuration,
 };
 
+use kiln_model::ModelError;
+
+use crate::error::WorkerError;
 use crate::executor::Execution;
 
 /// A count and a total duration.
@@ -69,6 +72,76 @@ pub struct RequestTimings {
     pub compute_output: Duration,
 }
 
+/// Why a request failed, in Triton's classes (the `reason` label of
+/// `nv_inference_request_failure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    /// Refused without compute: the queue was full, or the deadline passed while queued.
+    Rejected,
+    /// The caller went away while the request was queued (counted by the batcher, which is the
+    /// only one to see it: the handler is gone by then).
+    Canceled,
+    /// The model failed while running.
+    Backend,
+    /// Anything else: invalid input, oversized response, unloading.
+    Other,
+}
+
+impl FailureReason {
+    /// Every reason, in label order.
+    pub const ALL: [FailureReason; 4] = [
+        FailureReason::Rejected,
+        FailureReason::Canceled,
+        FailureReason::Backend,
+        FailureReason::Other,
+    ];
+
+    /// The label value, as Triton writes it.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureReason::Rejected => "REJECTED",
+            FailureReason::Canceled => "CANCELED",
+            FailureReason::Backend => "BACKEND",
+            FailureReason::Other => "OTHER",
+        }
+    }
+
+    /// The class of a worker error.
+    pub fn of(e: &WorkerError) -> Self {
+        match e {
+            WorkerError::QueueFull { .. } | WorkerError::DeadlineExceeded => {
+                FailureReason::Rejected
+            }
+            WorkerError::Model(ModelError::InvalidInput { .. }) => FailureReason::Other,
+            WorkerError::Model(_) | WorkerError::Internal(_) => FailureReason::Backend,
+            _ => FailureReason::Other,
+        }
+    }
+}
+
+/// The durations of successful requests, as cumulative totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Totals {
+    /// Successful requests.
+    pub success: StatisticDuration,
+    /// Failed requests (all reasons).
+    pub fail: StatisticDuration,
+    /// Queue time of successful requests.
+    pub queue: StatisticDuration,
+    /// Input decoding of successful requests.
+    pub compute_input: StatisticDuration,
+    /// Model time of successful requests.
+    pub compute_infer: StatisticDuration,
+    /// Output encoding of successful requests.
+    pub compute_output: StatisticDuration,
+    /// Batch items of successful requests.
+    pub inference_count: u64,
+    /// Model executions.
+    pub execution_count: u64,
+    /// Failures by [`FailureReason::ALL`] order.
+    pub failures: [u64; 4],
+}
+
 /// Cumulative statistics of one loaded model version.
 #[derive(Debug, Default)]
 pub struct ModelStats {
@@ -80,6 +153,8 @@ pub struct ModelStats {
     compute_output: Tally,
     inference_count: AtomicU64,
     execution_count: AtomicU64,
+    /// Failures by [`FailureReason::ALL`] order.
+    failures: [AtomicU64; 4],
     /// Executions by batch size: (compute_input, compute_infer, compute_output).
     batches: Mutex<BTreeMap<u64, [StatisticDuration; 3]>>,
     /// Milliseconds since the Unix epoch of the last request, 0 if none.
@@ -114,9 +189,25 @@ impl ModelStats {
     }
 
     /// Records a request that failed after `total`.
-    pub fn record_failure(&self, total: Duration) {
+    pub fn record_failure(&self, total: Duration, reason: FailureReason) {
         self.fail.add(total);
+        self.failures[reason as usize].fetch_add(1, Ordering::Relaxed);
         self.touch();
+    }
+
+    /// The cumulative totals now.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            success: self.success.snapshot(),
+            fail: self.fail.snapshot(),
+            queue: self.queue.snapshot(),
+            compute_input: self.compute_input.snapshot(),
+            compute_infer: self.compute_infer.snapshot(),
+            compute_output: self.compute_output.snapshot(),
+            inference_count: self.inference_count.load(Ordering::Relaxed),
+            execution_count: self.execution_count.load(Ordering::Relaxed),
+            failures: std::array::from_fn(|i| self.failures[i].load(Ordering::Relaxed)),
+        }
     }
 
     fn touch(&self) {
@@ -140,19 +231,20 @@ impl ModelStats {
                 compute_output: Some(*output),
             })
             .collect();
+        let t = self.totals();
         ModelStatistics {
             name: name.to_string(),
             version: version.to_string(),
             last_inference: self.last_inference_ms.load(Ordering::Relaxed),
-            inference_count: self.inference_count.load(Ordering::Relaxed),
-            execution_count: self.execution_count.load(Ordering::Relaxed),
+            inference_count: t.inference_count,
+            execution_count: t.execution_count,
             inference_stats: Some(InferStatistics {
-                success: Some(self.success.snapshot()),
-                fail: Some(self.fail.snapshot()),
-                queue: Some(self.queue.snapshot()),
-                compute_input: Some(self.compute_input.snapshot()),
-                compute_infer: Some(self.compute_infer.snapshot()),
-                compute_output: Some(self.compute_output.snapshot()),
+                success: Some(t.success),
+                fail: Some(t.fail),
+                queue: Some(t.queue),
+                compute_input: Some(t.compute_input),
+                compute_infer: Some(t.compute_infer),
+                compute_output: Some(t.compute_output),
                 cache_hit: Some(StatisticDuration::default()),
                 cache_miss: Some(StatisticDuration::default()),
             }),
@@ -182,7 +274,7 @@ mod tests {
             batch: 2,
             ..RequestTimings::default()
         });
-        s.record_failure(ms);
+        s.record_failure(ms, FailureReason::Rejected);
         for rows in [8, 2, 8] {
             s.record_execution(&Execution {
                 rows,
@@ -205,5 +297,6 @@ mod tests {
         assert_eq!(stats.queue.unwrap().count, 2);
         assert_eq!(stats.fail.unwrap().count, 1);
         assert!(snap.last_inference > 0);
+        assert_eq!(s.totals().failures, [1, 0, 0, 0]);
     }
 }

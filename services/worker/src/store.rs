@@ -68,6 +68,12 @@ pub struct ModelStore {
     inner: RwLock<Inner>,
 }
 
+impl std::fmt::Debug for ModelStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelStore").finish_non_exhaustive()
+    }
+}
+
 /// Orders versions numerically when both are numbers ("10" > "9"), else as strings.
 pub fn compare_versions(a: &str, b: &str) -> Ordering {
     match (a.parse::<u64>(), b.parse::<u64>()) {

@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use kiln_proto::inference::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use kiln_proto::inference::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_inference_matches_onnxruntime() {
@@ -336,16 +335,47 @@ async fn statistics_count_every_request() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
 
-    // The same counts in Prometheus form.
+    // The same counts in Prometheus form, under Triton's names, read from the same counters.
     let metrics = http_get(f.worker.http_addr, "/metrics").await;
-    assert!(
-        metrics.contains("nv_inference_request_success_total{model=\"digits\",version=\"1\"} 3"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("nv_inference_request_failure_total{model=\"digits\",version=\"1\"} 1")
-    );
-    assert!(metrics.contains("nv_inference_count_total{model=\"digits\",version=\"1\"} 6"));
+    let after = statistics(&mut f.client, "digits", "1").await;
+    let a = stats_of(&after);
+    let ai = a.inference_stats.unwrap();
+    let us = |d: &Option<StatisticDuration>| d.as_ref().map_or(0, |d| d.ns / 1000);
+    let l = "{model=\"digits\",version=\"1\"}";
+    let expected = [
+        format!("nv_inference_request_success{l} {}", count(&ai.success)),
+        format!("nv_inference_count{l} {}", a.inference_count),
+        format!("nv_inference_exec_count{l} {}", a.execution_count),
+        format!("nv_inference_request_duration_us{l} {}", us(&ai.success)),
+        format!("nv_inference_queue_duration_us{l} {}", us(&ai.queue)),
+        format!(
+            "nv_inference_compute_input_duration_us{l} {}",
+            us(&ai.compute_input)
+        ),
+        format!(
+            "nv_inference_compute_infer_duration_us{l} {}",
+            us(&ai.compute_infer)
+        ),
+        format!(
+            "nv_inference_compute_output_duration_us{l} {}",
+            us(&ai.compute_output)
+        ),
+        format!("nv_inference_pending_request_count{l} 0"),
+        "nv_inference_request_failure{model=\"digits\",version=\"1\",reason=\"OTHER\"} 1".into(),
+        "nv_inference_request_failure{model=\"digits\",version=\"1\",reason=\"REJECTED\"} 0".into(),
+        format!("kiln_inference_expired_in_queue_total{l} 0"),
+        format!("kiln_inference_queue_capacity{l} 1024"),
+        format!(
+            "kiln_inference_request_duration_seconds_count{l} {}",
+            count(&ai.success)
+        ),
+    ];
+    for line in expected {
+        assert!(
+            metrics.contains(&format!("{line}\n")),
+            "missing {line:?} in\n{metrics}"
+        );
+    }
     assert!(
         http_get(f.worker.http_addr, "/readyz")
             .await
@@ -440,14 +470,4 @@ async fn health_and_reflection_are_served() {
     served.sort();
     assert_eq!(names, served);
     f.worker.shutdown().await;
-}
-
-/// A minimal HTTP/1.1 GET; returns the whole response.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
 }

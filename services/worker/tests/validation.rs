@@ -212,3 +212,51 @@ async fn an_expired_deadline_is_not_computed() {
         .expect("the worker still answers");
     f.worker.shutdown().await;
 }
+
+/// A request whose queue timeout (Triton's `timeout` parameter, here 1 µs) passes before a
+/// compute thread takes it is answered DEADLINE_EXCEEDED, never computed, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_expiring_in_the_queue_is_counted_and_never_computed() {
+    use kiln_proto::inference::InferParameter;
+    use kiln_proto::inference::infer_parameter::ParameterChoice;
+    let mut f = ready_worker(config("w-expire")).await;
+    let data = heldout();
+    let mut req = raw_request(&data.inputs[..2]);
+    req.parameters.insert(
+        "timeout".into(),
+        InferParameter {
+            parameter_choice: Some(ParameterChoice::Uint64Param(1)),
+        },
+    );
+    let err = f.client.model_infer(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    let statistics = |mut c: kiln_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient<tonic::transport::Channel>| async move {
+        let s = c
+            .model_statistics(kiln_proto::inference::ModelStatisticsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        s.model_stats[0].clone()
+    };
+    let s = statistics(f.client.clone()).await;
+    let infer = s.inference_stats.unwrap();
+    assert_eq!(
+        (infer.success.unwrap().count, infer.fail.unwrap().count),
+        (0, 1)
+    );
+    assert_eq!(s.execution_count, 0, "the model never ran");
+    let metrics = http_get(f.worker.http_addr, "/metrics").await;
+    for line in [
+        "kiln_inference_expired_in_queue_total{model=\"digits\",version=\"1\"} 1\n",
+        "nv_inference_request_failure{model=\"digits\",version=\"1\",reason=\"REJECTED\"} 1\n",
+        "nv_inference_exec_count{model=\"digits\",version=\"1\"} 0\n",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+    f.client
+        .model_infer(raw_request(&data.inputs[..2]))
+        .await
+        .expect("a request without a timeout still runs");
+    assert_eq!(statistics(f.client.clone()).await.execution_count, 1);
+    f.worker.shutdown().await;
+}

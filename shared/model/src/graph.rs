@@ -116,6 +116,13 @@ pub fn decode_tensor(t: &TensorProto, device: &Device) -> Result<Value> {
                 Value::Int(Int { shape, data })
             }
         }
+        DataType::String => {
+            check_len(t, t.string_data.len(), n)?;
+            Value::Str(crate::value::Str {
+                shape,
+                data: t.string_data.iter().map(|s| s.to_vec()).collect(),
+            })
+        }
         other => {
             return Err(onnx_err(format!(
                 "tensor {:?}: data type {other:?} is not supported",

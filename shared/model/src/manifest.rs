@@ -34,7 +34,15 @@ pub struct Manifest {
     /// Dynamic batching knobs.
     #[serde(default)]
     pub batching: BatchingConfig,
+    /// Model instances serving this version, each on its own compute thread, running batches
+    /// concurrently (they share the read-only weights); default: the worker's
+    /// `--compute-threads`. Reported as the `instance_group` count of `ModelConfig`.
+    #[serde(default)]
+    pub instance_count: Option<u32>,
 }
+
+/// The most instances a manifest may ask for.
+pub const MAX_INSTANCE_COUNT: u32 = 64;
 
 /// One input or output of the model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +76,11 @@ pub struct BatchingConfig {
     /// Requests queued per model version before new ones are refused.
     #[serde(default = "default_queue")]
     pub max_queue_size: u32,
+    /// Queue timeout of a request that brings no deadline of its own (no gRPC deadline, no
+    /// `timeout` parameter), in microseconds; 0 = none. An expired request is answered
+    /// DEADLINE_EXCEEDED and never computed.
+    #[serde(default)]
+    pub default_timeout_microseconds: u64,
 }
 
 impl Default for BatchingConfig {
@@ -76,6 +89,7 @@ impl Default for BatchingConfig {
             max_queue_delay_microseconds: 0,
             preferred_batch_size: Vec::new(),
             max_queue_size: default_queue(),
+            default_timeout_microseconds: 0,
         }
     }
 }
@@ -119,6 +133,13 @@ impl Manifest {
                 self.model_file
             ));
         }
+        if let Some(n) = self.instance_count
+            && !(1..=MAX_INSTANCE_COUNT).contains(&n)
+        {
+            return bad(format!(
+                "instance_count {n} must be between 1 and {MAX_INSTANCE_COUNT}"
+            ));
+        }
         if self.inputs.is_empty() || self.outputs.is_empty() {
             return bad("a model needs at least one input and one output".into());
         }
@@ -160,5 +181,9 @@ mod tests {
         let escape = format!("model_file='../x.onnx'\n{base}{out}");
         assert!(Manifest::parse(&escape).is_err());
         assert!(Manifest::parse(base).is_err());
+        let instances = |n: u32| Manifest::parse(&format!("instance_count={n}\n{base}{out}"));
+        assert_eq!(instances(4).unwrap().instance_count, Some(4));
+        assert!(instances(0).is_err());
+        assert!(instances(MAX_INSTANCE_COUNT + 1).is_err());
     }
 }

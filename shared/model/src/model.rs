@@ -220,6 +220,7 @@ impl Model {
             }
             HostData::I64(v) => Value::Int(Int { shape, data: v }),
             HostData::Bool(v) => Value::Bool(crate::value::Bool { shape, data: v }),
+            HostData::Bytes(v) => Value::Str(crate::value::Str { shape, data: v }),
             HostData::I32(v) => Value::Int(Int {
                 shape,
                 data: v.into_iter().map(i64::from).collect(),
@@ -263,6 +264,10 @@ fn to_host(spec: &TensorSpec, v: Value) -> Result<HostTensor> {
         (Value::Bool(b), Datatype::Bool) => HostTensor {
             shape: b.shape,
             data: HostData::Bool(b.data),
+        },
+        (Value::Str(s), Datatype::Bytes) => HostTensor {
+            shape: s.shape,
+            data: HostData::Bytes(s.data),
         },
         (v, _) => return Err(wrong(v.kind())),
     })

@@ -14,6 +14,11 @@
 //! (`Equal`/`Less`/`Greater`) therefore downloads them; `Where` uploads its mask once. A graph that
 //! compares large activations pays that round trip — revisit with a device-side bool kind if a
 //! served model needs it.
+//!
+//! Strings ([`Str`]) exist for class labels (`ai.onnx.ml` classifiers with `classlabels_strings`):
+//! host-only, moved by the layout ops (Identity, Reshape, Flatten, Squeeze, Unsqueeze, Slice,
+//! Transpose, Expand, ArrayFeatureExtractor); every numeric op refuses them with an error naming the
+//! kind.
 
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -119,6 +124,9 @@ pub type Int = Host<i64>;
 /// A boolean tensor in host memory.
 pub type Bool = Host<bool>;
 
+/// A string tensor (ONNX STRING, protocol BYTES) in host memory: one byte string per element.
+pub type Str = Host<Vec<u8>>;
+
 /// A value flowing along a graph edge.
 #[derive(Clone, Debug)]
 #[allow(clippy::large_enum_variant)] // values are moved rarely; boxing would add an allocation per op
@@ -129,6 +137,8 @@ pub enum Value {
     Int(Int),
     /// BOOL on the host.
     Bool(Bool),
+    /// STRING on the host (class labels); only label-shaped ops accept it.
+    Str(Str),
 }
 
 /// Reshapes a rank-1 tensor to the given dims (rank 1..=6).
@@ -269,6 +279,7 @@ impl Value {
             Value::Float(_) => "float",
             Value::Int(_) => "int",
             Value::Bool(_) => "bool",
+            Value::Str(_) => "string",
         }
     }
 
@@ -278,6 +289,7 @@ impl Value {
             Value::Float(f) => &f.shape,
             Value::Int(i) => &i.shape,
             Value::Bool(b) => &b.shape,
+            Value::Str(s) => &s.shape,
         }
     }
 
@@ -294,6 +306,14 @@ impl Value {
         match self {
             Value::Bool(b) => Ok(b),
             other => Err(format!("expected a bool tensor, got {}", other.kind())),
+        }
+    }
+
+    /// The string tensor, or an error.
+    pub fn str(&self) -> Result<&Str, String> {
+        match self {
+            Value::Str(s) => Ok(s),
+            other => Err(format!("expected a string tensor, got {}", other.kind())),
         }
     }
 

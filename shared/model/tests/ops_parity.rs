@@ -3,7 +3,8 @@
 //! `tests/fixtures/ops.json` holds one tiny ONNX model per case (every supported op and its
 //! attribute variants), deterministic inputs, and onnxruntime's outputs; it is written by
 //! `tests/fixtures/make_op_fixtures.py`. Each case is loaded with [`Model::from_parts`] on the
-//! flex backend, run, and compared: shapes exactly, integers and booleans exactly, floats within the case's
+//! flex backend, run, and compared: shapes exactly, integers, booleans and strings (BYTES) exactly,
+//! floats within the case's
 //! tolerance (absolute, relative for magnitudes above 1). Every failing case is reported at once.
 
 use std::path::PathBuf;
@@ -46,11 +47,19 @@ fn tensor(j: &Json) -> Tensor {
     let data = match datatype.as_str() {
         "FP32" => HostData::F32(
             data.iter()
-                .map(|x| x.as_f64().expect("float") as f32)
+                .map(|x| match x.as_str() {
+                    Some("NaN") => f32::NAN,
+                    _ => x.as_f64().expect("float") as f32,
+                })
                 .collect(),
         ),
         "INT64" => HostData::I64(data.iter().map(|x| x.as_i64().expect("int")).collect()),
         "BOOL" => HostData::Bool(data.iter().map(|x| x.as_bool().expect("bool")).collect()),
+        "BYTES" => HostData::Bytes(
+            data.iter()
+                .map(|x| x.as_str().expect("string").as_bytes().to_vec())
+                .collect(),
+        ),
         other => panic!("fixture datatype {other} is not handled"),
     };
     Tensor {
@@ -106,6 +115,7 @@ fn manifest(case: &Case) -> Manifest {
         inputs: case.inputs.iter().map(spec).collect(),
         outputs: case.outputs.iter().map(spec).collect(),
         batching: BatchingConfig::default(),
+        instance_count: None,
     }
 }
 
@@ -157,6 +167,16 @@ fn run_case(case: &Case) -> Result<f32, String> {
             (HostData::Bool(a), HostData::Bool(b)) => {
                 if a != b {
                     problems.push(format!("{name}: {a:?}, onnxruntime {b:?}"));
+                }
+            }
+            (HostData::Bytes(a), HostData::Bytes(b)) => {
+                if a != b {
+                    let text = |v: &[Vec<u8>]| {
+                        v.iter()
+                            .map(|s| String::from_utf8_lossy(s).into_owned())
+                            .collect::<Vec<_>>()
+                    };
+                    problems.push(format!("{name}: {:?}, onnxruntime {:?}", text(a), text(b)));
                 }
             }
             (HostData::F32(a), HostData::F32(b)) => {

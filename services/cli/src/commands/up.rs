@@ -34,6 +34,10 @@ pub struct ClusterConfig {
     pub backend: Backend,
     /// The model repository (packages are confined to it).
     pub models: PathBuf,
+    /// Compute threads per model version in each worker (None: the worker's default).
+    pub compute_threads: Option<usize>,
+    /// Disable the workers' dynamic batching (benchmark baseline).
+    pub no_dynamic_batching: bool,
 }
 
 /// A running embedded cluster.
@@ -75,7 +79,12 @@ impl Cluster {
                 http_addr: addr(9100 + i, eph),
                 backend: config.backend,
                 package_root: Some(config.models.clone()),
+                no_dynamic_batching: config.no_dynamic_batching,
                 ..kiln_worker::Config::default()
+            };
+            let worker = kiln_worker::Config {
+                compute_threads: config.compute_threads.unwrap_or(worker.compute_threads),
+                ..worker
             };
             match kiln_worker::start(worker, coord.clone()).await {
                 Ok(w) => workers.push(w),
@@ -259,6 +268,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ephemeral_ports: args.ephemeral_ports,
         backend: args.backend,
         models: models.clone(),
+        compute_threads: args.compute_threads,
+        no_dynamic_batching: args.no_dynamic_batching,
     };
     let cluster = Cluster::start(&config, coord).await?;
     let prepared = tokio::select! {

@@ -249,3 +249,15 @@ pub fn raw_outputs(resp: &ModelInferResponse) -> (Vec<i64>, Vec<f32>) {
         decode_f32(&resp.raw_output_contents[1]),
     )
 }
+
+/// A minimal HTTP/1.1 GET; returns the whole response.
+#[allow(dead_code)]
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}

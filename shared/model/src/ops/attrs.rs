@@ -44,6 +44,11 @@ impl<'a> Attrs<'a> {
         self.get(name).map(|a| a.floats.clone())
     }
 
+    /// A STRINGS attribute (raw bytes per element), if present.
+    pub fn strings(&self, name: &str) -> Option<Vec<Vec<u8>>> {
+        self.get(name).map(|a| a.strings.clone())
+    }
+
     /// A TENSOR attribute, if present.
     pub fn tensor(&self, name: &str) -> Option<&'a TensorProto> {
         self.get(name).and_then(|a| a.t.as_ref())

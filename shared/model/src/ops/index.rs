@@ -57,6 +57,7 @@ pub fn pick(v: &Value, ax: usize, idx: &[usize], device: &Device) -> Result<Valu
     Ok(match v {
         Value::Int(i) => Value::Int(pick_host(i, (outer, inner), ax, idx, out_shape)),
         Value::Bool(b) => Value::Bool(pick_host(b, (outer, inner), ax, idx, out_shape)),
+        Value::Str(s) => Value::Str(pick_host(s, (outer, inner), ax, idx, out_shape)),
         Value::Float(f) => {
             if out_shape.contains(&0) {
                 return Ok(Value::Float(Float::from_host(vec![], out_shape, device)?));
@@ -73,7 +74,7 @@ pub fn pick(v: &Value, ax: usize, idx: &[usize], device: &Device) -> Result<Valu
     })
 }
 
-fn pick_host<T: Copy>(
+fn pick_host<T: Clone>(
     h: &Host<T>,
     (outer, inner): (usize, usize),
     ax: usize,
@@ -133,10 +134,10 @@ pub fn slice(
 }
 
 /// Broadcasts a host tensor to `shape` (which its shape broadcasts to).
-pub fn broadcast_host<T: Copy>(h: &Host<T>, shape: Vec<usize>) -> Host<T> {
+pub fn broadcast_host<T: Clone>(h: &Host<T>, shape: Vec<usize>) -> Host<T> {
     let n: usize = shape.iter().product();
     let data = (0..n)
-        .map(|k| h.data[super::math::broadcast_index(&shape, &h.shape, k)])
+        .map(|k| h.data[super::math::broadcast_index(&shape, &h.shape, k)].clone())
         .collect();
     Host { shape, data }
 }
@@ -151,6 +152,7 @@ pub fn expand(v: &Value, target: &[i64], device: &Device) -> Result<Value, Strin
     Ok(match v {
         Value::Int(i) => Value::Int(broadcast_host(i, shape)),
         Value::Bool(b) => Value::Bool(broadcast_host(b, shape)),
+        Value::Str(s) => Value::Str(broadcast_host(s, shape)),
         Value::Float(f) => {
             let rank = shape.len().max(1);
             if shape.contains(&0) {

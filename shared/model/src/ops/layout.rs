@@ -53,10 +53,11 @@ pub fn transpose(v: &Value, perm: Option<&[i64]>) -> Result<Value, String> {
         }
         Value::Int(i) => Value::Int(transpose_host(i, &perm, out_shape)),
         Value::Bool(b) => Value::Bool(transpose_host(b, &perm, out_shape)),
+        Value::Str(s) => Value::Str(transpose_host(s, &perm, out_shape)),
     })
 }
 
-fn transpose_host<T: Copy>(h: &Host<T>, perm: &[usize], out_shape: Vec<usize>) -> Host<T> {
+fn transpose_host<T: Clone>(h: &Host<T>, perm: &[usize], out_shape: Vec<usize>) -> Host<T> {
     let st = strides(&h.shape);
     let ost = strides(&out_shape);
     let data = (0..h.data.len())
@@ -65,7 +66,7 @@ fn transpose_host<T: Copy>(h: &Host<T>, perm: &[usize], out_shape: Vec<usize>) -
             for (d, &p) in perm.iter().enumerate() {
                 src += (o / ost[d]) % out_shape[d] * st[p];
             }
-            h.data[src]
+            h.data[src].clone()
         })
         .collect();
     Host {
@@ -190,10 +191,17 @@ pub fn concat(values: &[&Value], ax: i64) -> Result<Value, String> {
                 .collect::<Result<Vec<_>, _>>()?;
             Value::Bool(concat_host(&parts, a, shape))
         }
+        Value::Str(_) => {
+            let parts = values
+                .iter()
+                .map(|v| v.str())
+                .collect::<Result<Vec<_>, _>>()?;
+            Value::Str(concat_host(&parts, a, shape))
+        }
     })
 }
 
-fn concat_host<T: Copy>(parts: &[&Host<T>], a: usize, shape: Vec<usize>) -> Host<T> {
+fn concat_host<T: Clone>(parts: &[&Host<T>], a: usize, shape: Vec<usize>) -> Host<T> {
     let outer: usize = shape[..a].iter().product();
     let mut data = Vec::with_capacity(shape.iter().product());
     for o in 0..outer {

@@ -10,7 +10,9 @@ mod index;
 mod layout;
 mod logic;
 mod math;
+mod ml;
 mod nn;
+mod pad;
 mod reduce;
 mod run;
 mod shape;
@@ -177,6 +179,15 @@ pub enum Op {
         /// AveragePool's count_include_pad.
         count_include_pad: bool,
     },
+    /// `Pad`: pads (and optional constant value, axes) from inputs (opset >= 11) or attributes.
+    Pad {
+        /// The mode attribute.
+        mode: pad::PadMode,
+        /// `pads`, `value` attributes (opset < 11).
+        attrs: Option<(Vec<i64>, f32)>,
+    },
+    /// `ai.onnx.ml` Scaler, Normalizer, Linear*, TreeEnsemble* (see [`ml`]).
+    Ml(Box<ml::MlOp>),
     /// `Shape`.
     Shape {
         /// The start attribute (opset 15).
@@ -438,10 +449,20 @@ impl Op {
                     start: a.int("start", 0),
                     end: a.has("end").then(|| a.int("end", 0)),
                 },
+                "Pad" => Op::Pad {
+                    mode: pad::PadMode::parse(a.string("mode").as_deref())?,
+                    attrs: (opset < 11)
+                        .then(|| a.ints("pads").map(|p| (p, a.float("value", 0.0))))
+                        .flatten(),
+                },
                 "Constant" => return Ok(None),
                 other => return Err(other.to_string()),
             },
             (ML_DOMAIN, "ArrayFeatureExtractor") => Op::ArrayFeatureExtractor,
+            (ML_DOMAIN, other) => match ml::parse(node)? {
+                Some(op) => Op::Ml(Box::new(op)),
+                None => return Err(other.to_string()),
+            },
             (_, other) => return Err(other.to_string()),
         };
         Ok(Some(op))

@@ -92,7 +92,7 @@ pub fn reduce(
                 data: acc.into_iter().map(|x| x.unwrap_or(0)).collect(),
             }))
         }
-        Value::Bool(_) => Err(format!("{op:?} on bool data")),
+        Value::Bool(_) | Value::Str(_) => Err(format!("{op:?} on {} data", v.kind())),
     }
 }
 
@@ -188,5 +188,6 @@ pub fn constant_of_shape(
             shape: dims,
             data: vec![b.data[0]; n],
         }),
+        Value::Str(_) => return Err("ConstantOfShape with a string value".into()),
     })
 }

@@ -3,7 +3,7 @@
 use burn::tensor::Device;
 
 use super::elementwise::Pointwise;
-use super::{Op, conv, elementwise, index, layout, logic, math, nn, reduce, shape};
+use super::{Op, conv, elementwise, index, layout, logic, math, nn, pad, reduce, shape};
 use crate::value::{Int, Value, axis};
 
 impl Op {
@@ -31,6 +31,9 @@ impl Op {
             let dim = x.shape()[axis(*ax, x.shape().len())?];
             let sizes = nn::split_sizes(dim, list.as_deref(), *outputs)?;
             return nn::split(x, *ax, &sizes, device);
+        }
+        if let Op::Ml(op) = self {
+            return op.run(inputs, device);
         }
         let out = match self {
             Op::Binary(op) => math::binary(*op, arg(0)?, arg(1)?)?,
@@ -242,6 +245,31 @@ impl Op {
                 max,
                 count_include_pad,
             } => Value::Float(conv::pool(arg(0)?.float()?, win, *max, *count_include_pad)?),
+            Op::Pad { mode, attrs } => {
+                let x = arg(0)?;
+                let opt = |i: usize| inputs.get(i).copied().flatten();
+                let (pads, axes, value) = match attrs {
+                    Some((p, v)) => (
+                        p.clone(),
+                        None,
+                        Some(crate::value::Value::Float(crate::value::Float::from_host(
+                            vec![*v],
+                            vec![],
+                            device,
+                        )?)),
+                    ),
+                    None => (
+                        arg(1)?.int()?.data.clone(),
+                        opt(3)
+                            .map(|v| v.int().map(|i| i.data.clone()))
+                            .transpose()?,
+                        opt(2).cloned(),
+                    ),
+                };
+                let pairs = pad::pad_pairs(x.shape().len(), &pads, axes.as_deref())?;
+                pad::pad(x, &pairs, *mode, value.as_ref(), device)?
+            }
+            Op::Ml(_) => unreachable!("handled above"),
             Op::Shape { start, end } => Value::Int(layout::shape_of(arg(0)?, *start, *end)),
         };
         Ok(vec![out])

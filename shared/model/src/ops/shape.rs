@@ -46,6 +46,7 @@ pub fn reshape(v: &Value, shape: Vec<usize>) -> Result<Value, String> {
         Value::Float(f) => Value::Float(f.reshape(shape)?),
         Value::Int(i) => Value::Int(reshape_host(i, shape)?),
         Value::Bool(b) => Value::Bool(reshape_host(b, shape)?),
+        Value::Str(s) => Value::Str(reshape_host(s, shape)?),
     })
 }
 
@@ -105,6 +106,7 @@ pub fn cast(v: &Value, to: CastTo, device: &burn::tensor::Device) -> Result<Valu
         (Value::Float(_), CastTo::Float)
         | (Value::Int(_), CastTo::Int)
         | (Value::Bool(_), CastTo::Bool) => v.clone(),
+        (Value::Str(_), _) => return Err("Cast from string is not supported".into()),
         (Value::Float(f), CastTo::Bool) => bools(f.to_host()?.iter().map(|x| *x != 0.0).collect()),
         (Value::Int(i), CastTo::Bool) => bools(i.data.iter().map(|x| *x != 0).collect()),
         (Value::Bool(b), CastTo::Int) => Value::Int(Int {
@@ -175,9 +177,9 @@ pub fn array_feature_extractor(
         shape[..shape.len() - 1].to_vec()
     };
     out_shape.push(idx.len());
-    fn pick<T: Copy>(data: &[T], rows: usize, last: usize, idx: &[usize]) -> Vec<T> {
+    fn pick<T: Clone>(data: &[T], rows: usize, last: usize, idx: &[usize]) -> Vec<T> {
         (0..rows.max(1))
-            .flat_map(|r| idx.iter().map(move |&i| data[r * last + i]))
+            .flat_map(|r| idx.iter().map(move |&i| data[r * last + i].clone()))
             .collect()
     }
     Ok(match x {
@@ -189,6 +191,10 @@ pub fn array_feature_extractor(
             let data = pick(&f.to_host()?, rows, last, &idx);
             Value::Float(Float::from_host(data, out_shape, device)?)
         }
+        Value::Str(s) => Value::Str(crate::value::Str {
+            data: pick(&s.data, rows, last, &idx),
+            shape: out_shape,
+        }),
         Value::Bool(_) => return Err("ArrayFeatureExtractor on bool data".into()),
     })
 }
