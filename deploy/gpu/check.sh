@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check, run on a machine with an NVIDIA GPU from the repository root after
-# deploy/gpu/prepare.sh has filled .gpucheck/ and .gl/ (see docs/BENCHMARKS.md for results):
+# deploy/gpu/prepare.sh has filled .gpupack/ (or .gpucheck/) and .gl/ (results:
+# docs/BENCHMARKS.md):
 #   1. parity of every model package on wgpu (Vulkan on the GPU) against the flex CPU backend,
 #      and a throughput table for batch 1 ... 1024 on both;
 #   2. the dynamic batcher on the GPU: perf_analyzer, batch-1 requests direct to one worker, at
@@ -11,6 +12,7 @@ set -uo pipefail
 OUT="${OUT:-$PWD/gpucheck-out}"
 mkdir -p "$OUT"
 B="$PWD/.gpucheck"
+[ -x "$B/kiln" ] || xz -dc .gpupack/gpucheck.tar.xz | tar -xf -
 SECONDS_PER_BATCH="${SECONDS_PER_BATCH:-0.25}"
 for f in .gl/*.deb; do dpkg -x "$f" /; done
 ldconfig
@@ -36,9 +38,9 @@ counts() { # the worker's inference and execution counters (avg batch = delta ra
 bench() { # backend, label, extra kiln-up flags...
     local backend=$1 label=$2; shift 2
     "$B/kiln" up --backend "$backend" --workers 1 --deploy digits:1 --models models "$@" \
-        > "$OUT/up-$backend-$label.log" 2>&1 &
+        > "/tmp/up-$backend-$label.log" 2>&1 &
     local pid=$!
-    for _ in $(seq 240); do grep -q '^Call ' "$OUT/up-$backend-$label.log" && break; sleep 0.5; done
+    for _ in $(seq 240); do grep -q '^Call ' "/tmp/up-$backend-$label.log" && break; sleep 0.5; done
     # Warm-up: the first calls of each batch size compile and tune kernels on a GPU backend.
     "$B/perf_analyzer" -m digits -i grpc -u 127.0.0.1:9001 --concurrency-range 64 \
         --shape input:64 -p 1000 --max-trials 3 >/dev/null 2>&1
@@ -52,6 +54,7 @@ bench() { # backend, label, extra kiln-up flags...
         counts "after" | tee -a "$OUT/batching.txt"
     done
     kill -INT $pid; wait $pid
+    { echo "== kiln up --backend $backend ($label)"; cat "/tmp/up-$backend-$label.log"; } >> "$OUT/up.log"
 }
 for backend in wgpu flex; do
     bench "$backend" batching 2>&1 | sed "s/^/[$backend batching] /"

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Builds and gathers what deploy/gpu/check.sh needs on a GPU machine that has no network and no
 # Rust toolchain: release binaries with the wgpu backend (stripped), perf_analyzer with the two
-# shared libraries it needs, and the Vulkan loader package. Everything lands in .gpucheck/ and
-# .gl/ (both git-ignored through .git/info/exclude), to be carried to the GPU machine.
+# shared libraries it needs, and the Vulkan loader package. They land in .gpucheck/, packed as
+# .gpupack/gpucheck.tar.xz (~25 MB; the binaries alone are ~140 MB), and .gl/, all git-ignored
+# through .git/info/exclude; carry .gpupack and .gl to the GPU machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-for d in .gpucheck .gl; do
+for d in .gpucheck .gpupack .gl; do
     grep -qx "/$d/" .git/info/exclude || echo "/$d/" >> .git/info/exclude
 done
 cargo build --release --locked -p kiln --features wgpu --bin kiln
@@ -25,4 +26,6 @@ ls .gl/libvulkan1_*.deb >/dev/null 2>&1 || {
     apt-get $o update -qq
     (cd .gl && apt-get $o download libvulkan1)
 }
-du -sh .gpucheck .gl
+mkdir -p .gpupack
+tar -cf - .gpucheck | xz -T0 -6 > .gpupack/gpucheck.tar.xz
+du -sh .gpucheck .gpupack .gl

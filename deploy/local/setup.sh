@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing Kiln needs on a fresh Debian machine:
-# etcd, protoc, perf_analyzer's shared libraries, and a Python venv (.venv) with tritonclient,
+# etcd, protoc, perf_analyzer's shared libraries, lavapipe, and a Python venv (.venv) with tritonclient,
 # numpy, onnxruntime for the end-to-end tests. Idempotent; quick when everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -10,6 +10,8 @@ command -v etcd >/dev/null || pkgs+=(etcd-server)
 command -v protoc >/dev/null || pkgs+=(protobuf-compiler)
 [ -e /usr/include/google/protobuf/timestamp.proto ] || pkgs+=(libprotobuf-dev)
 ldconfig -p | grep -q 'libb64.so.0d' || pkgs+=(libb64-0d)
+# Mesa's software Vulkan driver (lavapipe): the wgpu backend's tests run on it without a GPU.
+ls /usr/share/vulkan/icd.d/lvp_icd.* >/dev/null 2>&1 || pkgs+=(mesa-vulkan-drivers)
 if [ ${#pkgs[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "setup: installing ${pkgs[*]}"
