@@ -119,9 +119,9 @@ fn manifest(case: &Case) -> Manifest {
     }
 }
 
-/// Runs one case; `Ok(max abs diff)` or the reason it disagrees with onnxruntime.
-fn run_case(case: &Case) -> Result<f32, String> {
-    let model = Model::from_parts(manifest(case), &case.model, Backend::Flex)
+/// Runs one case on `backend`; `Ok(max abs diff)` or the reason it disagrees with onnxruntime.
+fn run_case(case: &Case, backend: Backend) -> Result<f32, String> {
+    let model = Model::from_parts(manifest(case), &case.model, backend)
         .map_err(|e| format!("load: {e}"))?;
     let inputs = case
         .inputs
@@ -218,6 +218,18 @@ fn run_case(case: &Case) -> Result<f32, String> {
 
 #[test]
 fn every_op_matches_onnxruntime() {
+    check_every_op(Backend::Flex);
+}
+
+/// The same cases through burn's wgpu backend on a software Vulkan adapter (lavapipe in CI): the
+/// GPU code path (shaders, device transfers) without a GPU.
+#[cfg(feature = "wgpu")]
+#[test]
+fn every_op_matches_onnxruntime_on_wgpu_software_adapter() {
+    check_every_op(Backend::WgpuCpu);
+}
+
+fn check_every_op(backend: Backend) {
     let cases = cases();
     let runnable: Vec<&Case> = cases
         .iter()
@@ -227,7 +239,7 @@ fn every_op_matches_onnxruntime() {
     let mut failures = Vec::new();
     let mut overall = 0f32;
     for case in &runnable {
-        match run_case(case) {
+        match run_case(case, backend) {
             Ok(diff) => {
                 overall = overall.max(diff);
                 println!("ok   {:<52} max |kiln - onnxruntime| = {diff:e}", case.name);
@@ -239,7 +251,7 @@ fn every_op_matches_onnxruntime() {
         }
     }
     println!(
-        "{} of {} op cases match onnxruntime; max |diff| over passing cases {overall:e}",
+        "{backend}: {} of {} op cases match onnxruntime; max |diff| over passing cases {overall:e}",
         runnable.len() - failures.len(),
         runnable.len()
     );

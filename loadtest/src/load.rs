@@ -1,0 +1,286 @@
+//! The load models: a closed loop (`C` workers, each sending its next request when the
+//! previous one answers) and an open loop (a fixed schedule of `R` requests per second,
+//! independent of the answers).
+//!
+//! Both drive any [`Call`] (the gRPC one is [`crate::target::InferCall`]; tests use fakes) and
+//! run on tokio's clock, so `tokio::time::pause` makes them deterministic.
+//!
+//! Guarantees:
+//! - A request belongs to the warm-up or to the measurement by its start time (closed loop: the
+//!   actual send; open loop: the intended send); the run stops issuing at the end of the
+//!   measured window (or after `requests` measured requests) and then waits for every
+//!   outstanding answer, so `sent = answered` and nothing is lost.
+//! - Open loop, coordinated omission: request `i` is due at `start + i / R` ([`Pacer`]). If the
+//!   pacer wakes late (a busy runtime), it sends every overdue request at once and each one's
+//!   latency still counts from its due time. A due request that would exceed `max_in_flight`
+//!   is recorded as not sent instead of being delayed.
+
+use std::future::Future;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+use tonic::{Code, Status};
+
+use crate::config::{LoadConfig, LoadMode};
+use crate::record::{Recorder, Sample};
+
+/// Sends request number `n` (0, 1, 2, ... over the whole run) and reports its status.
+pub trait Call: Clone + Send + Sync + 'static {
+    /// Sends request `n` and waits for its answer; a client-side timeout is a
+    /// `DEADLINE_EXCEEDED` status.
+    fn call(&self, n: u64) -> impl Future<Output = Result<(), Status>> + Send;
+}
+
+/// The status code of an answer.
+fn code_of(answer: &Result<(), Status>) -> Code {
+    answer.as_ref().map_or_else(Status::code, |()| Code::Ok)
+}
+
+/// Whether a request starting at a given time is sent, and whether it is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Sent, not recorded.
+    Warmup,
+    /// Sent and recorded.
+    Measured,
+    /// Not sent: the run is over.
+    Stop,
+}
+
+/// The run's time window and request budget, shared by every worker.
+#[derive(Debug)]
+pub struct Window {
+    /// When load started.
+    pub start: Instant,
+    /// When the warm-up ends and measurement starts (second 0 of the series).
+    pub measure_from: Instant,
+    /// When issuing stops, if time-limited.
+    pub end: Option<Instant>,
+    max_requests: Option<u64>,
+    issued: AtomicU64,
+}
+
+impl Window {
+    /// The window of `load` starting at `start`.
+    pub fn new(start: Instant, load: &LoadConfig) -> Self {
+        let measure_from = start + load.warmup;
+        Self {
+            start,
+            measure_from,
+            end: load.duration.map(|d| measure_from + d),
+            max_requests: load.requests,
+            issued: AtomicU64::new(0),
+        }
+    }
+
+    /// Decides for a request starting at `at`; counts it against the request budget.
+    pub fn admit(&self, at: Instant) -> Admit {
+        if at < self.measure_from {
+            return Admit::Warmup;
+        }
+        if self.end.is_some_and(|end| at >= end) {
+            return Admit::Stop;
+        }
+        if let Some(max) = self.max_requests
+            && self.issued.fetch_add(1, Ordering::Relaxed) >= max
+        {
+            return Admit::Stop;
+        }
+        Admit::Measured
+    }
+
+    /// The measured time: the whole window if the run reached its end, else from the end of
+    /// the warm-up to `last` (the last answer of a request-limited run).
+    pub fn measured(&self, last: Instant) -> Duration {
+        let until = match self.end {
+            Some(end) if last >= end => end,
+            _ => last,
+        };
+        until.saturating_duration_since(self.measure_from)
+    }
+}
+
+/// The open loop's schedule: request `i` is due at `start + i / rate`.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacer {
+    start: Instant,
+    rate: f64,
+}
+
+impl Pacer {
+    /// A schedule of `rate` requests per second from `start`.
+    pub fn new(start: Instant, rate: f64) -> Self {
+        Self { start, rate }
+    }
+
+    /// When request `i` is due.
+    pub fn due_at(&self, i: u64) -> Instant {
+        self.start + Duration::from_secs_f64(i as f64 / self.rate)
+    }
+
+    /// The requests from `next` on that are due at `now` (empty if `next` is not yet due).
+    pub fn due(&self, next: u64, now: Instant) -> Range<u64> {
+        let elapsed = now.saturating_duration_since(self.start).as_secs_f64();
+        let mut last = (elapsed * self.rate).floor() as u64;
+        // Agree exactly with `due_at` despite float rounding: a request is due iff its due
+        // time has come.
+        while last > 0 && self.due_at(last) > now {
+            last -= 1;
+        }
+        while self.due_at(last + 1) <= now {
+            last += 1;
+        }
+        next..(last + 1).max(next)
+    }
+}
+
+/// Runs `load` against `call` from now on and returns the measured outcomes.
+pub async fn run<C: Call>(call: C, load: &LoadConfig) -> (Recorder, Duration) {
+    let window = Arc::new(Window::new(Instant::now(), load));
+    let recorder = match load.mode {
+        LoadMode::Closed { concurrency } => closed_loop(call, concurrency, window.clone()).await,
+        LoadMode::Open {
+            rate,
+            max_in_flight,
+        } => open_loop(call, rate, max_in_flight, load.spin, window.clone()).await,
+    };
+    (recorder, window.measured(Instant::now()))
+}
+
+/// `concurrency` workers, each sending the next request when the previous one answers.
+pub async fn closed_loop<C: Call>(call: C, concurrency: usize, window: Arc<Window>) -> Recorder {
+    let next = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (call, window, next) = (call.clone(), window.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut recorder = Recorder::new(window.measure_from);
+                loop {
+                    let start = Instant::now();
+                    let admit = window.admit(start);
+                    if admit == Admit::Stop {
+                        break;
+                    }
+                    let answer = call.call(next.fetch_add(1, Ordering::Relaxed)).await;
+                    if admit == Admit::Measured {
+                        let done = Instant::now();
+                        let code = code_of(&answer);
+                        recorder.record(Sample { start, done, code });
+                        if let Err(status) = answer {
+                            recorder.note_message(code, status.message());
+                        }
+                    }
+                }
+                recorder
+            })
+        })
+        .collect();
+    let mut total = Recorder::new(window.measure_from);
+    for worker in workers {
+        total.merge(worker.await.expect("a load worker panicked"));
+    }
+    total
+}
+
+/// How close to its due time the pacer busy-waits instead of sleeping: tokio's timer ticks
+/// every millisecond, which would add up to 1 ms to every open-loop latency.
+pub const SPIN_WINDOW: Duration = Duration::from_millis(1);
+
+/// Waits until `due`: sleeps until [`SPIN_WINDOW`] before it, then (if `spin`) busy-waits on
+/// the OS clock for the rest. Under a paused tokio clock the busy wait ends after real time and
+/// the final `sleep_until` advances the paused clock, so tests stay deterministic.
+async fn wait_until(due: Instant, spin: bool) {
+    let now = Instant::now();
+    if due <= now {
+        return;
+    }
+    if spin && due - now > SPIN_WINDOW {
+        tokio::time::sleep_until(due - SPIN_WINDOW).await;
+    }
+    let now = Instant::now();
+    if spin && due > now {
+        let until = std::time::Instant::now() + (due - now);
+        while std::time::Instant::now() < until {
+            std::hint::spin_loop();
+        }
+    }
+    if Instant::now() < due {
+        tokio::time::sleep_until(due).await;
+    }
+}
+
+/// `rate` requests per second on a fixed schedule, each measured from its due time. The pacer
+/// records the requests not sent and each sent request's send lag (actual − due send time);
+/// the answers go over a channel to a collector task.
+pub async fn open_loop<C: Call>(
+    call: C,
+    rate: f64,
+    max_in_flight: usize,
+    spin: bool,
+    window: Arc<Window>,
+) -> Recorder {
+    let (answers, mut inbox) = mpsc::unbounded_channel::<(Sample, Result<(), Status>)>();
+    let mut collected = Recorder::new(window.measure_from);
+    let collector = tokio::spawn(async move {
+        while let Some((sample, answer)) = inbox.recv().await {
+            collected.record(sample);
+            if let Err(status) = answer {
+                collected.note_message(sample.code, status.message());
+            }
+        }
+        collected
+    });
+    let mut paced = Recorder::new(window.measure_from);
+    let pacer = Pacer::new(window.start, rate);
+    let in_flight = Arc::new(Semaphore::new(max_in_flight));
+    let mut next = 0;
+    'schedule: loop {
+        let due = pacer.due(next, Instant::now());
+        if due.is_empty() {
+            wait_until(pacer.due_at(next), spin).await;
+            continue;
+        }
+        for n in due {
+            let intended = pacer.due_at(n);
+            let admit = window.admit(intended);
+            if admit == Admit::Stop {
+                break 'schedule;
+            }
+            next = n + 1;
+            let measured = admit == Admit::Measured;
+            let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                if measured {
+                    paced.record_not_sent(intended);
+                }
+                continue;
+            };
+            if measured {
+                paced.record_send_lag(Instant::now().saturating_duration_since(intended));
+            }
+            let (call, answers) = (call.clone(), answers.clone());
+            tokio::spawn(async move {
+                let answer = call.call(n).await;
+                let done = Instant::now();
+                drop(permit);
+                if measured {
+                    let code = code_of(&answer);
+                    let sample = Sample {
+                        start: intended,
+                        done,
+                        code,
+                    };
+                    let _ = answers.send((sample, answer));
+                }
+            });
+        }
+    }
+    // Every spawned request holds a clone of `answers`: the collector ends after the last one.
+    drop(answers);
+    let mut recorder = collector.await.expect("the collector panicked");
+    recorder.merge(paced);
+    recorder
+}

@@ -1,0 +1,407 @@
+//! The result of a run: a [`Report`] (what `--json` writes) and its human summary table.
+//!
+//! # JSON (`"schema": "kiln-loadtest/v1"`)
+//!
+//! Field names are stable; new fields may be added, none renamed or removed within `v1`.
+//! Latencies are microseconds, times seconds, rates per second.
+//!
+//! ```text
+//! schema          "kiln-loadtest/v1"
+//! target          {url, model, model_version, batch_size, max_batch_size, pool_size, seed,
+//!                  timeout_ms (null: none), inputs: [{name, datatype, shape}]}
+//! load            {mode: "closed"|"open", concurrency (closed) | rate, max_in_flight (open),
+//!                  connections, warmup_s, duration_s (null: request-limited), requests (null)}
+//! measured_s      length of the measured window
+//! intended        requests due in the window: sent + not_sent
+//! sent            requests sent: ok + errors (every sent request is answered or timed out)
+//! not_sent        open loop: due while max_in_flight were outstanding (client saturated)
+//! ok, errors      answers with status OK / any other status (client-side timeouts count as
+//!                 DEADLINE_EXCEEDED)
+//! error_rate      errors / sent (0 when nothing was sent)
+//! throughput_rps  OK answers per measured second; inferences_per_s = throughput × batch_size
+//! latency_us      OK latency {count, min, mean, p50, p90, p99, p99_9, p99_99, max}, or null
+//! statuses        {"OK": {count, latency_us, message: null}, "RESOURCE_EXHAUSTED": {count,
+//!                 latency_us, message: first message seen (≤ 200 chars)}, ...}
+//! send_lag_us     open loop: actual − due send time of sent requests, or null
+//! series          per measured second (by completion time): {second, counts: {status: n},
+//!                 not_sent, ok_p50_us, ok_p99_us (null without OK answers)}
+//! ```
+//!
+//! Closed-loop latency counts from the actual send; open-loop latency from the due time.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{LoadMode, RunConfig};
+use crate::record::{OK, Recorder};
+use crate::target::{InputPlan, ModelPlan};
+
+/// The `schema` value of this version of the JSON.
+pub const SCHEMA: &str = "kiln-loadtest/v1";
+
+/// Send lag p99 above which the table warns that the client fell behind, µs.
+pub const LAG_WARNING_US: u64 = 1_000;
+
+/// The whole result of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Always [`SCHEMA`].
+    pub schema: String,
+    /// What was loaded.
+    pub target: TargetInfo,
+    /// How it was loaded.
+    pub load: LoadInfo,
+    /// Length of the measured window, seconds.
+    pub measured_s: f64,
+    /// Requests due in the window (`sent + not_sent`).
+    pub intended: u64,
+    /// Requests sent (`ok + errors`).
+    pub sent: u64,
+    /// Requests due but not sent because the client was saturated (open loop).
+    pub not_sent: u64,
+    /// OK answers.
+    pub ok: u64,
+    /// Non-OK answers, client-side timeouts included.
+    pub errors: u64,
+    /// `errors / sent`.
+    pub error_rate: f64,
+    /// OK answers per second.
+    pub throughput_rps: f64,
+    /// `throughput_rps × batch_size`.
+    pub inferences_per_s: f64,
+    /// Latency of OK answers, µs; `None` without any.
+    pub latency_us: Option<Latency>,
+    /// Count and latency by status name.
+    pub statuses: BTreeMap<String, StatusReport>,
+    /// Open loop: how late requests were sent after their due time, µs.
+    pub send_lag_us: Option<Latency>,
+    /// One entry per measured second.
+    pub series: Vec<SecondReport>,
+}
+
+/// The target, as resolved from the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetInfo {
+    /// Server address.
+    pub url: String,
+    /// Model name.
+    pub model: String,
+    /// Requested version (empty: server's choice).
+    pub model_version: String,
+    /// Items per request.
+    pub batch_size: usize,
+    /// The model's `max_batch_size`.
+    pub max_batch_size: i64,
+    /// Distinct requests cycled.
+    pub pool_size: usize,
+    /// Seed of the input data.
+    pub seed: u64,
+    /// Per-request deadline, milliseconds.
+    pub timeout_ms: Option<f64>,
+    /// Tensors of each request.
+    pub inputs: Vec<InputPlan>,
+}
+
+/// The load model and extent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadInfo {
+    /// Closed (`concurrency`) or open (`rate`, `max_in_flight`) loop.
+    #[serde(flatten)]
+    pub mode: LoadMode,
+    /// HTTP/2 connections.
+    pub connections: usize,
+    /// Warm-up, seconds.
+    pub warmup_s: f64,
+    /// Measured duration limit, seconds.
+    pub duration_s: Option<f64>,
+    /// Measured request limit.
+    pub requests: Option<u64>,
+}
+
+/// A latency distribution, µs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// Samples.
+    pub count: u64,
+    /// Smallest.
+    pub min: u64,
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p99_9: u64,
+    /// 99.99th percentile.
+    pub p99_99: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+impl Latency {
+    /// The summary of `hist`, `None` if empty.
+    pub fn of(hist: &Histogram<u64>) -> Option<Self> {
+        (!hist.is_empty()).then(|| Self {
+            count: hist.len(),
+            min: hist.min(),
+            mean: round(hist.mean(), 1e3),
+            p50: hist.value_at_quantile(0.5),
+            p90: hist.value_at_quantile(0.9),
+            p99: hist.value_at_quantile(0.99),
+            p99_9: hist.value_at_quantile(0.999),
+            p99_99: hist.value_at_quantile(0.9999),
+            max: hist.max(),
+        })
+    }
+}
+
+/// Answers of one status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// How many.
+    pub count: u64,
+    /// Their latency, µs.
+    pub latency_us: Latency,
+    /// The first message seen with this status (`None` for OK).
+    pub message: Option<String>,
+}
+
+/// One second of the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecondReport {
+    /// Seconds since the end of the warm-up.
+    pub second: u64,
+    /// Answers completed in this second, by status.
+    pub counts: BTreeMap<String, u64>,
+    /// Requests due in this second but not sent.
+    pub not_sent: u64,
+    /// Median OK latency of the second, µs.
+    pub ok_p50_us: Option<u64>,
+    /// 99th percentile OK latency of the second, µs.
+    pub ok_p99_us: Option<u64>,
+}
+
+/// Rounds to a multiple of `1/scale`, so JSON stays short and round-trips exactly.
+fn round(x: f64, scale: f64) -> f64 {
+    (x * scale).round() / scale
+}
+
+fn secs(d: Duration) -> f64 {
+    round(d.as_secs_f64(), 1e6)
+}
+
+impl Report {
+    /// The report of a run of `config` against a model planned as `plan`.
+    pub fn new(config: &RunConfig, plan: &ModelPlan, rec: &Recorder, measured: Duration) -> Self {
+        let (target, load) = (&config.target, &config.load);
+        let statuses: BTreeMap<String, StatusReport> = rec
+            .by_status()
+            .iter()
+            .filter_map(|(name, hist)| {
+                let latency_us = Latency::of(hist)?;
+                let count = latency_us.count;
+                let message = rec.messages().get(name).cloned();
+                let status = StatusReport {
+                    count,
+                    latency_us,
+                    message,
+                };
+                Some((name.to_string(), status))
+            })
+            .collect();
+        let sent = rec.answered();
+        let ok = statuses.get(OK).map_or(0, |s| s.count);
+        let measured_s = secs(measured);
+        let throughput = if measured_s > 0.0 {
+            ok as f64 / measured_s
+        } else {
+            0.0
+        };
+        let series = rec
+            .seconds()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SecondReport {
+                second: i as u64,
+                counts: s.counts.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+                not_sent: s.not_sent,
+                ok_p50_us: (!s.ok_latency.is_empty()).then(|| s.ok_latency.value_at_quantile(0.5)),
+                ok_p99_us: (!s.ok_latency.is_empty()).then(|| s.ok_latency.value_at_quantile(0.99)),
+            })
+            .collect();
+        Self {
+            schema: SCHEMA.into(),
+            target: TargetInfo {
+                url: target.url.clone(),
+                model: target.model.clone(),
+                model_version: target.model_version.clone(),
+                batch_size: target.batch_size,
+                max_batch_size: plan.max_batch_size,
+                pool_size: target.pool_size,
+                seed: target.seed,
+                timeout_ms: target.timeout.map(|t| round(t.as_secs_f64() * 1e3, 1e3)),
+                inputs: plan.inputs.clone(),
+            },
+            load: LoadInfo {
+                mode: load.mode,
+                connections: load.connections,
+                warmup_s: secs(load.warmup),
+                duration_s: load.duration.map(secs),
+                requests: load.requests,
+            },
+            measured_s,
+            intended: sent + rec.not_sent(),
+            sent,
+            not_sent: rec.not_sent(),
+            ok,
+            errors: sent - ok,
+            error_rate: if sent == 0 {
+                0.0
+            } else {
+                round((sent - ok) as f64 / sent as f64, 1e6)
+            },
+            throughput_rps: round(throughput, 1e3),
+            inferences_per_s: round(throughput * target.batch_size as f64, 1e3),
+            latency_us: statuses.get(OK).map(|s| s.latency_us.clone()),
+            statuses,
+            send_lag_us: Latency::of(rec.send_lag()),
+            series,
+        }
+    }
+
+    /// The JSON document (pretty-printed).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a report serializes")
+    }
+}
+
+/// A latency in µs, written with a readable unit (`87µs`, `1.25ms`, `2.10s`).
+pub fn fmt_us(us: u64) -> String {
+    match us {
+        0..1_000 => format!("{us}µs"),
+        1_000..1_000_000 => format!("{:.2}ms", us as f64 / 1e3),
+        _ => format!("{:.2}s", us as f64 / 1e6),
+    }
+}
+
+impl fmt::Display for Report {
+    /// The human summary table.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = &self.target;
+        let version = if t.model_version.is_empty() {
+            "default version".to_string()
+        } else {
+            format!("version {}", t.model_version)
+        };
+        let mode = match self.load.mode {
+            LoadMode::Closed { concurrency } => format!("closed loop, concurrency {concurrency}"),
+            LoadMode::Open {
+                rate,
+                max_in_flight,
+            } => format!("open loop, {rate} req/s, max in flight {max_in_flight}"),
+        };
+        let mut out = String::new();
+        writeln!(out, "target      {} ({version}) at {}", t.model, t.url)?;
+        writeln!(
+            out,
+            "load        {mode}, {} connections, batch {}",
+            self.load.connections, t.batch_size
+        )?;
+        writeln!(
+            out,
+            "measured    {:.2}s after {:.2}s warm-up",
+            self.measured_s, self.load.warmup_s
+        )?;
+        writeln!(
+            out,
+            "requests    {} sent: {} ok, {} errors ({:.3}%), {} not sent",
+            self.sent,
+            self.ok,
+            self.errors,
+            self.error_rate * 100.0,
+            self.not_sent
+        )?;
+        writeln!(
+            out,
+            "throughput  {:.1} req/s OK ({:.1} inferences/s)",
+            self.throughput_rps, self.inferences_per_s
+        )?;
+        if let Some(lag) = &self.send_lag_us {
+            writeln!(
+                out,
+                "send lag    p50 {} p99 {} max {} (open loop: actual - due send time)",
+                fmt_us(lag.p50),
+                fmt_us(lag.p99),
+                fmt_us(lag.max)
+            )?;
+        }
+        if self
+            .send_lag_us
+            .as_ref()
+            .is_some_and(|l| l.p99 > LAG_WARNING_US)
+        {
+            writeln!(
+                out,
+                "WARNING     the client fell behind its schedule (send lag p99 > {}): latencies include it",
+                fmt_us(LAG_WARNING_US)
+            )?;
+        }
+        if self.not_sent > 0 {
+            writeln!(
+                out,
+                "WARNING     the client was saturated: {} requests not sent (raise --max-in-flight or lower --rate)",
+                self.not_sent
+            )?;
+        }
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{:<20} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "latency", "p50", "p90", "p99", "p99.9", "p99.99", "max", "mean"
+        )?;
+        match &self.latency_us {
+            Some(l) => writeln!(
+                out,
+                "{:<20} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                "OK",
+                fmt_us(l.p50),
+                fmt_us(l.p90),
+                fmt_us(l.p99),
+                fmt_us(l.p99_9),
+                fmt_us(l.p99_99),
+                fmt_us(l.max),
+                fmt_us(l.mean.round() as u64)
+            )?,
+            None => writeln!(out, "{:<20} no OK answers", "OK")?,
+        }
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{:<20} {:>9} {:>9} {:>9}",
+            "status", "count", "p50", "p99"
+        )?;
+        for (name, s) in &self.statuses {
+            writeln!(
+                out,
+                "{:<20} {:>9} {:>9} {:>9}",
+                name,
+                s.count,
+                fmt_us(s.latency_us.p50),
+                fmt_us(s.latency_us.p99)
+            )?;
+        }
+        for (name, s) in &self.statuses {
+            if let Some(message) = &s.message {
+                writeln!(out, "{name}: {message}")?;
+            }
+        }
+        f.write_str(&out)
+    }
+}

@@ -1,0 +1,192 @@
+//! End-to-end runs against a real worker started in-process (ephemeral ports, in-memory
+//! coordinator) serving the digits demo model: closed and open loops through the library, and
+//! the binary's JSON and `--assert` exit codes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln_coord::codec::{self, AssignmentRecord, ModelVersionRecord, ReplicaState, TensorSpec};
+use kiln_coord::conformance::eventually;
+use kiln_coord::{MemoryCoordinator, SharedCoordinator, keys};
+use kiln_loadtest::target::InputPlan;
+use kiln_loadtest::{LoadConfig, LoadMode, Report, RunConfig, TargetConfig};
+
+/// Starts a worker with digits/1 assigned and waits until its replica is READY.
+async fn digits_worker() -> kiln_worker::Running {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/digits/1")
+        .canonicalize()
+        .expect("the digits package exists");
+    let model = std::fs::read(dir.join("model.onnx")).expect("model.onnx");
+    let spec = |name: &str, datatype: &str, dims: Vec<i64>| TensorSpec {
+        name: name.into(),
+        datatype: datatype.into(),
+        dims,
+    };
+    let record = ModelVersionRecord {
+        model: "digits".into(),
+        version: "1".into(),
+        package_uri: dir.display().to_string(),
+        sha256: kiln_worker::package::sha256_hex(&model),
+        format: "onnx".into(),
+        inputs: vec![spec("input", "FP32", vec![64])],
+        outputs: vec![
+            spec("label", "INT64", vec![]),
+            spec("probabilities", "FP32", vec![10]),
+        ],
+        reference_profile_uri: String::new(),
+    };
+    let coord: SharedCoordinator = Arc::new(MemoryCoordinator::new());
+    let key = keys::model_version("digits", "1");
+    codec::put(coord.as_ref(), &key, &record, 0).await.unwrap();
+    let assignment = AssignmentRecord {
+        worker_id: "w1".into(),
+        model: "digits".into(),
+        version: "1".into(),
+    };
+    let key = keys::assignment("w1", "digits", "1");
+    codec::put(coord.as_ref(), &key, &assignment, 0)
+        .await
+        .unwrap();
+    let config = kiln_worker::Config {
+        id: Some("w1".into()),
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        compute_threads: 2,
+        shutdown_grace_secs: 5,
+        ..kiln_worker::Config::default()
+    };
+    let worker = kiln_worker::start(config, coord.clone()).await.unwrap();
+    let replica = keys::replica("digits", "1", "w1");
+    eventually(Duration::from_secs(60), "digits/1 READY", || async {
+        codec::get::<codec::ReplicaRecord>(coord.as_ref(), &replica)
+            .await
+            .unwrap()
+            .is_some_and(|r| r.state == ReplicaState::Ready as i32)
+    })
+    .await;
+    worker
+}
+
+fn run_config(url: String, mode: LoadMode, batch_size: usize) -> RunConfig {
+    RunConfig {
+        target: TargetConfig {
+            url,
+            model: "digits".into(),
+            model_version: "1".into(),
+            batch_size,
+            ..TargetConfig::default()
+        },
+        load: LoadConfig {
+            mode,
+            connections: 2,
+            warmup: Duration::from_millis(200),
+            duration: Some(Duration::from_secs(1)),
+            ..LoadConfig::default()
+        },
+    }
+}
+
+/// Invariants every report must satisfy.
+fn assert_consistent(report: &Report) {
+    assert_eq!(report.sent, report.ok + report.errors, "no lost requests");
+    assert_eq!(report.intended, report.sent + report.not_sent);
+    let by_status: u64 = report.statuses.values().map(|s| s.count).sum();
+    assert_eq!(by_status, report.sent);
+    let series: u64 = report.series.iter().flat_map(|s| s.counts.values()).sum();
+    assert_eq!(series, report.sent, "the series accounts for every answer");
+    for s in report.statuses.values() {
+        assert!(s.latency_us.min > 0 && s.latency_us.min <= s.latency_us.p50);
+        assert!(s.latency_us.p50 <= s.latency_us.p99 && s.latency_us.p99 <= s.latency_us.max);
+    }
+    let back: Report = serde_json::from_str(&report.to_json()).unwrap();
+    assert_eq!(&back, report, "JSON round-trips");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_open_and_timed_out_runs_against_a_real_worker() {
+    let worker = digits_worker().await;
+    let url = worker.grpc_addr.to_string();
+
+    let closed = run_config(url.clone(), LoadMode::Closed { concurrency: 4 }, 2);
+    let report = kiln_loadtest::run(&closed).await.unwrap();
+    println!("{report}");
+    assert_consistent(&report);
+    assert!(report.ok > 0);
+    assert_eq!(report.errors, 0, "{report}");
+    assert_eq!(report.not_sent, 0);
+    assert_eq!(report.measured_s, 1.0);
+    assert_eq!(report.inferences_per_s, report.throughput_rps * 2.0);
+    assert_eq!(report.target.max_batch_size, 64);
+    let input = InputPlan {
+        name: "input".into(),
+        datatype: "FP32".into(),
+        shape: vec![2, 64],
+    };
+    assert_eq!(report.target.inputs, [input]);
+
+    let open = LoadMode::Open {
+        rate: 200.0,
+        max_in_flight: 10_000,
+    };
+    let report = kiln_loadtest::run(&run_config(url.clone(), open, 1))
+        .await
+        .unwrap();
+    println!("{report}");
+    assert_consistent(&report);
+    assert_eq!(report.intended, 200, "the schedule fixes the count");
+    assert_eq!(report.ok, 200, "{report}");
+    assert!(report.send_lag_us.is_some());
+
+    // A deadline no answer can meet: every request ends DEADLINE_EXCEEDED, none is lost.
+    let mut hopeless = run_config(url.clone(), LoadMode::Closed { concurrency: 2 }, 1);
+    hopeless.target.timeout = Some(Duration::from_nanos(1));
+    hopeless.load.duration = Some(Duration::from_millis(300));
+    let report = kiln_loadtest::run(&hopeless).await.unwrap();
+    assert_consistent(&report);
+    assert!(report.errors > 0);
+    assert_eq!(report.ok, 0);
+    assert_eq!(report.statuses["DEADLINE_EXCEEDED"].count, report.errors);
+
+    let mut unknown = run_config(url, LoadMode::Closed { concurrency: 1 }, 1);
+    unknown.target.model = "no-such-model".into();
+    let err = kiln_loadtest::run(&unknown).await.unwrap_err();
+    assert!(format!("{err:#}").contains("no-such-model"), "{err:#}");
+
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_writes_json_and_fails_unmet_assertions() {
+    let worker = digits_worker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("result.json");
+    let run = |assertions: &'static str| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_kiln-loadtest"))
+            .args(["--url", &worker.grpc_addr.to_string(), "--model", "digits"])
+            .args(["--concurrency", "2", "--requests", "40", "--warmup", "0"])
+            .args(["--json", json.to_str().unwrap(), "--assert", assertions])
+            .output()
+    };
+
+    let out = run("errors=0,p99<1h,sent=40").await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("throughput"), "{stdout}");
+    let report: Report = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report.sent, 40);
+    assert_eq!(report.ok, 40);
+
+    let out = run("errors=0,rps>1e12").await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAILED rps>1e12: got"), "{stdout}");
+    assert!(!stdout.contains("FAILED errors"), "{stdout}");
+
+    worker.shutdown().await;
+}
