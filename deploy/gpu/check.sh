@@ -14,6 +14,8 @@ mkdir -p "$OUT"
 B="$PWD/.gpucheck"
 [ -x "$B/kiln" ] || xz -dc .gpupack/gpucheck.tar.xz | tar -xf -
 SECONDS_PER_BATCH="${SECONDS_PER_BATCH:-0.25}"
+BATCHES="${BATCHES:-1,2,4,8,16,32,64,128,256,512,1024}"
+BENCH_BACKENDS="${BENCH_BACKENDS:-wgpu flex}"
 for f in .gl/*.deb; do dpkg -x "$f" /; done
 ldconfig
 if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ] && ! ls /usr/share/vulkan/icd.d/nvidia* >/dev/null 2>&1; then
@@ -27,7 +29,7 @@ nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 1 >
 
 echo "== 1. parity and throughput: wgpu vs flex"
 "$B/backend_check" --backend wgpu --baseline flex --models models \
-    --batches 1,2,4,8,16,32,64,128,256,512,1024 --seconds "$SECONDS_PER_BATCH" \
+    --batches "$BATCHES" --seconds "$SECONDS_PER_BATCH" \
     2>&1 | tee "$OUT/backend_check.md"
 parity=${PIPESTATUS[0]}
 
@@ -40,7 +42,11 @@ bench() { # backend, label, extra kiln-up flags...
     "$B/kiln" up --backend "$backend" --workers 1 --deploy digits:1 --models models "$@" \
         > "/tmp/up-$backend-$label.log" 2>&1 &
     local pid=$!
-    for _ in $(seq 240); do grep -q '^Call ' "/tmp/up-$backend-$label.log" && break; sleep 0.5; done
+    for _ in $(seq 240); do
+        grep -q '^Call ' "/tmp/up-$backend-$label.log" && break
+        kill -0 $pid 2>/dev/null || { echo "kiln up exited:"; tail -5 "/tmp/up-$backend-$label.log"; return 1; }
+        sleep 0.5
+    done
     # Warm-up: the first calls of each batch size compile and tune kernels on a GPU backend.
     "$B/perf_analyzer" -m digits -i grpc -u 127.0.0.1:9001 --concurrency-range 64 \
         --shape input:64 -p 1000 --max-trials 3 >/dev/null 2>&1
@@ -53,10 +59,10 @@ bench() { # backend, label, extra kiln-up flags...
             | tee -a "$OUT/batching.txt"
         counts "after" | tee -a "$OUT/batching.txt"
     done
-    kill -INT $pid; wait $pid
+    kill -INT $pid 2>/dev/null; wait $pid
     { echo "== kiln up --backend $backend ($label)"; cat "/tmp/up-$backend-$label.log"; } >> "$OUT/up.log"
 }
-for backend in wgpu flex; do
+for backend in $BENCH_BACKENDS; do
     bench "$backend" batching 2>&1 | sed "s/^/[$backend batching] /"
     bench "$backend" no-batching --no-dynamic-batching 2>&1 | sed "s/^/[$backend no-batching] /"
 done

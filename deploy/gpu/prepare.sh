@@ -19,12 +19,13 @@ strip -o .gpucheck/backend_check "$target/examples/backend_check"
 cp .venv/bin/perf_analyzer .gpucheck/
 cp .venv/lib/python3*/site-packages/nvidia/cuda_runtime/lib/libcudart.so.12 .gpucheck/lib/
 cp /usr/lib/x86_64-linux-gnu/libb64.so.0d .gpucheck/lib/
-# The Vulkan loader (the NVIDIA ICD comes with the machine's driver).
+# The Vulkan loader and the GL dispatch libraries the NVIDIA ICD links (libGLX_nvidia needs
+# libglvnd); the ICD itself comes with the machine's driver. Without them wgpu finds no adapter.
 mkdir -p .gl /tmp/kiln-apt-amd64/partial
 o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/kiln-apt-amd64'
-ls .gl/libvulkan1_*.deb >/dev/null 2>&1 || {
+ls .gl/libglx0_*.deb >/dev/null 2>&1 || {
     apt-get $o update -qq
-    (cd .gl && apt-get $o download libvulkan1)
+    (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
 }
 mkdir -p .gpupack
 tar -cf - .gpucheck | xz -T0 -6 > .gpupack/gpucheck.tar.xz
