@@ -13,14 +13,15 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== other backends compile (ndarray, wgpu)"
+cargo check -p kiln-worker --features ndarray,wgpu --locked
 echo "== wgpu backend on a software Vulkan adapter (lavapipe): parity, op by op and per model"
-# One invocation for both crates, so burn is built once with ndarray + wgpu; the worker's tests
-# run (on flex) only to prove the feature build; kiln-model's wgpu tests use Backend::WgpuCpu.
-backends=(-p kiln-model -p kiln-worker --features kiln-model/wgpu,kiln-worker/ndarray,kiln-worker/wgpu)
+# kiln-model's *_on_wgpu_* tests run Backend::WgpuCpu (the same cases as on flex).
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --locked --no-fail-fast "${backends[@]}" -E 'test(/_on_(wgpu|ndarray)/)'
+  cargo nextest run --locked --no-fail-fast --cargo-profile gpu-test -p kiln-model --features wgpu \
+    -E 'test(/_on_wgpu/)'
 else
-  cargo test --locked --no-fail-fast "${backends[@]}" -- _on_wgpu _on_ndarray
+  cargo test --locked --no-fail-fast --profile gpu-test -p kiln-model --features wgpu -- _on_wgpu
 fi
 echo "== cargo nextest"
 if cargo nextest --version >/dev/null 2>&1; then

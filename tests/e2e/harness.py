@@ -19,10 +19,19 @@ ROOT = Path(__file__).resolve().parents[2]
 LEASE_TTL_SECS = 2
 
 
+_HANDED_OUT = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port, never the same one twice in this process (the kernel may hand a
+    just-closed port out again, and two services of one cluster must not get the same)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def bin_dir() -> Path:

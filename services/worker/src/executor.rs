@@ -209,6 +209,23 @@ impl Executor {
         self.capacity
     }
 
+    /// Fails with [`WorkerError::QueueFull`] if the queue is full now: lets a caller refuse a
+    /// request before paying for decoding it. [`Self::submit`] checks again when it queues.
+    pub fn admit(&self) -> Result<(), WorkerError> {
+        if self.shared.lock().queue.len() >= self.capacity {
+            return Err(self.full());
+        }
+        Ok(())
+    }
+
+    fn full(&self) -> WorkerError {
+        WorkerError::QueueFull {
+            model: self.model.clone(),
+            version: self.version.clone(),
+            capacity: self.capacity,
+        }
+    }
+
     /// Requests waiting in the queue now (not those in a batch being formed or computed).
     pub fn queued(&self) -> usize {
         self.shared.lock().queue.len()
@@ -250,11 +267,7 @@ impl Executor {
                 )));
             }
             if state.queue.len() >= self.capacity {
-                return Err(WorkerError::QueueFull {
-                    model: self.model.clone(),
-                    version: self.version.clone(),
-                    capacity: self.capacity,
-                });
+                return Err(self.full());
             }
             state.queue.push(job, priority);
         }

@@ -53,6 +53,8 @@ async fn run(
     received: Instant,
     max_message_bytes: usize,
 ) -> Result<(ModelInferResponse, RequestTimings), WorkerError> {
+    // Under overload most requests are refused: refuse them before decoding.
+    model.executor.admit()?;
     let decode_start = Instant::now();
     let decoded = tensors::decode_request(&model.manifest, &mut req)?;
     let compute_input = decode_start.elapsed();
