@@ -16,35 +16,14 @@ use tonic::Code;
 
 /// The name of the OK status in maps keyed by status name.
 pub const OK: &str = "OK";
+
+pub use kiln_proto::edge::code_name;
 /// Longest example message kept per status, in characters.
 pub const MESSAGE_CHARS: usize = 200;
 
 /// A new auto-resizing latency histogram: µs, 3 significant digits.
 pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new(3).expect("3 significant digits is valid")
-}
-
-/// The canonical upper-case name of a gRPC status code (`"DEADLINE_EXCEEDED"`).
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => OK,
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
 }
 
 /// Records `value` in an auto-resizing histogram (`saturating_record` would clamp to the

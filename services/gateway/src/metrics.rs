@@ -14,7 +14,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tonic::Code;
 
-use crate::error::code_name;
+use kiln_proto::edge::code_name;
 
 /// Labels of a finished request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

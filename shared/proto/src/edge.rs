@@ -1,5 +1,6 @@
-//! Protocol edge helpers shared by every Kiln gRPC server (STYLE.md habit 7): statuses produced
-//! by tonic itself are given the codes Kiln promises, and the caller's `grpc-timeout` is read.
+//! Protocol edge helpers shared by every Kiln gRPC server and client (STYLE.md habit 7): statuses
+//! produced by tonic itself are given the codes Kiln promises, the caller's `grpc-timeout` is
+//! read, and status codes get their canonical names ([`code_name`]).
 //!
 //! tonic 0.14 answers OUT_OF_RANGE ("decoded message length too large") when a message exceeds
 //! `max_decoding_message_size` (and the same for encoding), before any handler runs. Kiln's
@@ -52,6 +53,30 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
         "n" => Duration::from_nanos(n),
         _ => return None,
     })
+}
+
+/// The canonical upper-case name of a gRPC status code (`"DEADLINE_EXCEEDED"`), as in metric
+/// labels and reports.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
 }
 
 #[cfg(test)]
