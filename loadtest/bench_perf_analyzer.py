@@ -39,13 +39,13 @@ def success_count(addr: str) -> int:
                for m in stats.get("model_stats", []))
 
 
-def perf_analyzer(url: str, concurrency: int, interval_ms: int) -> dict:
+def perf_analyzer(url: str, concurrency: int, interval_ms: int, model: str = "digits") -> dict:
     import nvidia.cuda_runtime
     lib = Path(nvidia.cuda_runtime.__path__[0]) / "lib"
     env = dict(os.environ, LD_LIBRARY_PATH=f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}")
     pa = Path(sys.executable).parent / "perf_analyzer"
     out = subprocess.run(
-        [pa, "-m", "digits", "-u", url, "-i", "grpc", "-b", "1",
+        [pa, "-m", model, "-u", url, "-i", "grpc", "-b", "1",
          "--concurrency-range", str(concurrency), "--measurement-interval", str(interval_ms),
          "--max-trials", "20"],
         capture_output=True, text=True, timeout=600, env=env)
