@@ -32,7 +32,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::stats::{FailureReason, RequestTimings};
+use crate::stats::{FailureReason, RequestTimings, Totals};
 use crate::store::{LoadedModel, ModelStore};
 
 /// The labels of every per-model series.
@@ -125,7 +125,31 @@ struct Series {
     name: &'static str,
     help: &'static str,
     kind: MetricType,
-    read: fn(&LoadedModel) -> u64,
+    read: fn(&Snapshot) -> u64,
+}
+
+/// One model version's figures, read once per scrape so that all its series agree.
+struct Snapshot {
+    model: Arc<LoadedModel>,
+    totals: Totals,
+    queued: u64,
+    capacity: u64,
+    expired: u64,
+    canceled: u64,
+}
+
+impl Snapshot {
+    fn of(model: Arc<LoadedModel>) -> Self {
+        let e = &model.executor;
+        Self {
+            totals: model.stats.totals(),
+            queued: e.queued() as u64,
+            capacity: e.capacity() as u64,
+            expired: e.expired(),
+            canceled: e.canceled(),
+            model,
+        }
+    }
 }
 
 fn us(d: StatisticDuration) -> u64 {
@@ -137,84 +161,89 @@ const SERIES: &[Series] = &[
         name: "nv_inference_request_success",
         help: "Successful inference requests",
         kind: MetricType::Unknown,
-        read: |m| m.stats.totals().success.count,
+        read: |m| m.totals.success.count,
     },
     Series {
         name: "nv_inference_count",
         help: "Inferences performed (batch items of successful requests)",
         kind: MetricType::Unknown,
-        read: |m| m.stats.totals().inference_count,
+        read: |m| m.totals.inference_count,
     },
     Series {
         name: "nv_inference_exec_count",
         help: "Model executions performed (batches)",
         kind: MetricType::Unknown,
-        read: |m| m.stats.totals().execution_count,
+        read: |m| m.totals.execution_count,
     },
     Series {
         name: "nv_inference_request_duration_us",
         help: "Cumulative end-to-end time of successful requests in the worker, microseconds",
         kind: MetricType::Unknown,
-        read: |m| us(m.stats.totals().success),
+        read: |m| us(m.totals.success),
     },
     Series {
         name: "nv_inference_queue_duration_us",
         help: "Cumulative time successful requests waited in the queue, microseconds",
         kind: MetricType::Unknown,
-        read: |m| us(m.stats.totals().queue),
+        read: |m| us(m.totals.queue),
     },
     Series {
         name: "nv_inference_compute_input_duration_us",
         help: "Cumulative time spent decoding inputs of successful requests, microseconds",
         kind: MetricType::Unknown,
-        read: |m| us(m.stats.totals().compute_input),
+        read: |m| us(m.totals.compute_input),
     },
     Series {
         name: "nv_inference_compute_infer_duration_us",
         help: "Cumulative time successful requests spent in the model, microseconds",
         kind: MetricType::Unknown,
-        read: |m| us(m.stats.totals().compute_infer),
+        read: |m| us(m.totals.compute_infer),
     },
     Series {
         name: "nv_inference_compute_output_duration_us",
         help: "Cumulative time spent encoding outputs of successful requests, microseconds",
         kind: MetricType::Unknown,
-        read: |m| us(m.stats.totals().compute_output),
+        read: |m| us(m.totals.compute_output),
     },
     Series {
         name: "nv_inference_pending_request_count",
         help: "Requests waiting in the queue now",
         kind: MetricType::Gauge,
-        read: |m| m.executor.queued() as u64,
+        read: |m| m.queued,
     },
     Series {
         name: "kiln_inference_queue_capacity",
         help: "Requests the queue holds before refusing with RESOURCE_EXHAUSTED",
         kind: MetricType::Gauge,
-        read: |m| m.executor.capacity() as u64,
+        read: |m| m.capacity,
     },
     Series {
         name: "kiln_inference_expired_in_queue",
         help: "Requests whose deadline passed while queued: answered DEADLINE_EXCEEDED, never computed",
         kind: MetricType::Counter,
-        read: |m| m.executor.expired(),
+        read: |m| m.expired,
     },
     Series {
         name: "kiln_inference_canceled_in_queue",
         help: "Requests whose caller went away while queued: never computed",
         kind: MetricType::Counter,
-        read: |m| m.executor.canceled(),
+        read: |m| m.canceled,
     },
 ];
 
 impl Collector for StoreCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let models = self.store.loaded("");
+        let models: Vec<Snapshot> = self
+            .store
+            .loaded("")
+            .into_iter()
+            .map(Snapshot::of)
+            .collect();
         for s in SERIES {
             let mut family = encoder.encode_descriptor(s.name, s.help, None, s.kind)?;
             for m in &models {
                 let value = (s.read)(m);
-                let l = labels(m.name(), m.version());
+                let l = labels(m.model.name(), m.model.version());
                 let mut e = family.encode_family(&l)?;
                 match s.kind {
                     MetricType::Counter => ConstCounter::new(value).encode(e)?,
@@ -229,12 +258,12 @@ impl Collector for StoreCollector {
             MetricType::Unknown,
         )?;
         for m in &models {
-            let mut failures = m.stats.totals().failures;
-            failures[FailureReason::Canceled as usize] += m.executor.canceled();
+            let mut failures = m.totals.failures;
+            failures[FailureReason::Canceled as usize] += m.canceled;
             for (reason, n) in FailureReason::ALL.iter().zip(failures) {
                 let l = FailureLabels {
-                    model: m.name().to_string(),
-                    version: m.version().to_string(),
+                    model: m.model.name().to_string(),
+                    version: m.model.version().to_string(),
                     reason: reason.label(),
                 };
                 family.encode_family(&l)?.encode_gauge(&n)?;
