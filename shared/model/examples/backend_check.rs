@@ -66,24 +66,6 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// Every `MODEL/VERSION/kiln.toml` under `root`, sorted.
-fn packages(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for model in std::fs::read_dir(root).into_iter().flatten().flatten() {
-        for version in std::fs::read_dir(model.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if version.path().join("kiln.toml").is_file() {
-                out.push(version.path());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// A small deterministic generator (xorshift), so both backends see the same inputs.
 struct Rng(u64);
 
@@ -233,7 +215,14 @@ fn main() -> ExitCode {
         args.baseline
     );
     let mut failed = Vec::new();
-    for dir in packages(&args.models) {
+    let dirs = match kiln_model::packages(&args.models) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("backend_check: {}: {e}", args.models.display());
+            return ExitCode::from(2);
+        }
+    };
+    for dir in dirs {
         let name = dir
             .parent()
             .and_then(Path::file_name)

@@ -21,6 +21,6 @@ mod value;
 
 pub use backend::Backend;
 pub use error::{ModelError, Result};
-pub use manifest::{BatchingConfig, Manifest, TensorSpec};
+pub use manifest::{BatchingConfig, Manifest, TensorSpec, packages};
 pub use model::Model;
 pub use tensor::{HostData, HostTensor};

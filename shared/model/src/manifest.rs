@@ -158,6 +158,31 @@ impl Manifest {
     }
 }
 
+/// Every package directory `MODEL/VERSION/` holding a `kiln.toml` under a model repository,
+/// sorted by path.
+pub fn packages(root: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let subdirs = |dir: &Path| -> std::io::Result<Vec<std::path::PathBuf>> {
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                entries.push(path);
+            }
+        }
+        entries.sort();
+        Ok(entries)
+    };
+    let mut found = Vec::new();
+    for model in subdirs(root)? {
+        for version in subdirs(&model)? {
+            if version.join("kiln.toml").is_file() {
+                found.push(version);
+            }
+        }
+    }
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +194,14 @@ mod tests {
         assert_eq!(m.name, "digits");
         assert_eq!(m.inputs[0].dims, vec![64]);
         assert_eq!(m.outputs.len(), 2);
+    }
+
+    #[test]
+    fn finds_the_packages_of_the_repository() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+        let found = packages(&root).unwrap();
+        assert!(found.iter().any(|p| p.ends_with("digits/1")), "{found:?}");
+        assert!(found.windows(2).all(|w| w[0] < w[1]), "sorted");
     }
 
     #[test]

@@ -230,24 +230,7 @@ async fn join_all<F: std::future::Future<Output = ()> + Send + 'static>(
 
 /// Every package directory `MODEL/VERSION/` with a `kiln.toml` under `models`, sorted.
 pub fn packages(models: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut found = Vec::new();
-    let read = |dir: &Path| -> anyhow::Result<Vec<PathBuf>> {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .with_context(|| format!("reading {}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir())
-            .collect();
-        entries.sort();
-        Ok(entries)
-    };
-    for model in read(models)? {
-        for version in read(&model)? {
-            if version.join("kiln.toml").is_file() {
-                found.push(version);
-            }
-        }
-    }
-    Ok(found)
+    kiln_model::packages(models).with_context(|| format!("reading {}", models.display()))
 }
 
 /// Runs `kiln up`.
