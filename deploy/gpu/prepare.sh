@@ -11,6 +11,7 @@ for d in .gpucheck .gpupack .gl; do
 done
 cargo build --release --locked -p kiln --features wgpu --bin kiln
 cargo build --release --locked -p kiln-model --features wgpu --example backend_check
+cargo build --release --locked -p kiln-loadtest
 target="${CARGO_TARGET_DIR:-target}/release"
 rm -rf .gpucheck && mkdir -p .gpucheck/lib
 strip -o .gpucheck/kiln "$target/kiln"
@@ -27,6 +28,9 @@ ls .gl/libglx0_*.deb >/dev/null 2>&1 || {
     apt-get $o update -qq
     (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
 }
+strip -o .gpucheck/kiln-loadtest "$target/kiln-loadtest"
 mkdir -p .gpupack
-tar -cf - .gpucheck | xz -T0 -6 > .gpupack/gpucheck.tar.xz
+tar -cf - --exclude=kiln-loadtest .gpucheck | xz -T0 -6 > .gpupack/gpucheck.tar.xz
+# Packed alone so the CPU benchmarks (deploy/gpu/cpu_bench.sh) can ship a new one cheaply.
+tar -cf - .gpucheck/kiln-loadtest | xz -T0 -6 > .gpupack/loadtest.tar.xz
 du -sh .gpucheck .gpupack .gl
