@@ -1,7 +1,7 @@
 //! Pass/fail conditions on a [`Report`] (`--assert "p99<5ms,errors=0,rps>1000"`).
 //!
 //! A condition is `METRIC OP VALUE` with `OP` one of `<`, `<=`, `>`, `>=`, `=`. Metrics:
-//! - OK latency: `p50`, `p90`, `p99`, `p99.9`, `p99.99`, `max`, `min`, `mean`; the value needs a
+//! - OK latency: `p50`, `p90`, `p95`, `p99`, `p99.9`, `p99.99`, `max`, `min`, `mean`; the value needs a
 //!   unit (`ns`, `us`/`µs`, `ms`, `s`): `p99<5ms`. Fails when there is no OK answer.
 //! - `errors` (non-OK answers), `not_sent` (client saturated), `sent`, `ok`: counts.
 //! - `error_rate`: fraction (`0.01`) or percent (`1%`) of sent requests.
@@ -77,6 +77,7 @@ fn latency_metric(name: &str, l: &Latency) -> Option<f64> {
     Some(match name {
         "p50" => l.p50 as f64,
         "p90" => l.p90 as f64,
+        "p95" => l.p95 as f64,
         "p99" => l.p99 as f64,
         "p99.9" => l.p99_9 as f64,
         "p99.99" => l.p99_99 as f64,
@@ -87,7 +88,9 @@ fn latency_metric(name: &str, l: &Latency) -> Option<f64> {
     })
 }
 
-const LATENCY_METRICS: [&str; 8] = ["p50", "p90", "p99", "p99.9", "p99.99", "max", "min", "mean"];
+const LATENCY_METRICS: [&str; 9] = [
+    "p50", "p90", "p95", "p99", "p99.9", "p99.99", "max", "min", "mean",
+];
 
 /// The report's number named `name`, `None` if there is none.
 fn number_metric(name: &str, r: &Report) -> Option<f64> {
@@ -132,7 +135,7 @@ impl FromStr for Assertion {
             .map_err(|e| format!("{text:?}: {e}"))?
         } else {
             return Err(format!(
-                "{text:?}: unknown metric {name:?} (p50 p90 p99 p99.9 p99.99 max min mean \
+                "{text:?}: unknown metric {name:?} (p50 p90 p95 p99 p99.9 p99.99 max min mean \
                  errors error_rate not_sent sent ok rps)"
             ));
         };
@@ -186,5 +189,23 @@ impl Assertions {
     /// Every failed condition (empty: all hold).
     pub fn check(&self, report: &Report) -> Vec<Failure> {
         self.0.iter().filter_map(|a| a.check(report)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::tests::report as sample;
+
+    #[test]
+    fn p95_is_a_latency_metric() {
+        let r = sample(1);
+        let p95 = r.latency_us.as_ref().unwrap().p95;
+        assert!((94_000..=96_100).contains(&p95), "{p95}");
+        let pass: Assertions = "p95<97ms,p95>=90ms".parse().unwrap();
+        assert_eq!(pass.check(&r), vec![]);
+        let fail: Assertions = "p95<50ms".parse().unwrap();
+        assert_eq!(fail.check(&r)[0].condition, "p95<50ms");
+        assert!("p95<5".parse::<Assertions>().is_err(), "needs a unit");
     }
 }

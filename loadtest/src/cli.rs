@@ -7,6 +7,15 @@ use clap::Parser;
 
 use crate::assert::Assertions;
 use crate::config::{InputRange, LoadConfig, LoadMode, RunConfig, TargetConfig};
+use crate::mix::parse_models;
+use crate::plan::{self, Plan};
+use crate::plan_args::{Levels, PlanArgs, RequestArgs};
+use crate::schedule::stages_length;
+
+/// A closed loop of `concurrency`.
+fn closed(concurrency: usize) -> LoadMode {
+    LoadMode::Closed { concurrency }
+}
 
 /// Load generator for Kiln (and any `inference.GRPCInferenceService`): closed-loop
 /// (`--concurrency`) or open-loop (`--rate`, coordinated-omission corrected) load with HDR
@@ -17,9 +26,11 @@ pub struct Args {
     /// Server address: the gateway or a worker (`host:port`, or a URL).
     #[arg(long, default_value = "127.0.0.1:8001")]
     pub url: String,
-    /// Model name.
-    #[arg(long)]
-    pub model: String,
+    /// Model name; several (repeat the flag or list them) with weights split the requests:
+    /// `--model digits:3 --model digits_cnn:1` or `--model digits:3,digits_cnn:1` (weighted,
+    /// seeded choice per request).
+    #[arg(long, required = true)]
+    pub model: Vec<String>,
     /// Model version (default: the server's choice).
     #[arg(long, default_value = "")]
     pub model_version: String,
@@ -35,12 +46,14 @@ pub struct Args {
     /// Seed of the random input data.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Closed loop: requests in flight (default 1 when --rate is not given).
+    /// Closed loop: requests in flight (default 1 when --rate is not given); a list
+    /// (`1,4,16,64`) sweeps: one measured run per level, in order.
     #[arg(long, conflicts_with = "rate")]
-    pub concurrency: Option<usize>,
-    /// Open loop: requests per second on a fixed schedule, latency from the intended send.
+    pub concurrency: Option<Levels<usize>>,
+    /// Open loop: requests per second on a fixed schedule, latency from the intended send; a
+    /// list (`100,200,400`) sweeps: one measured run per level, in order.
     #[arg(long)]
-    pub rate: Option<f64>,
+    pub rate: Option<Levels<f64>>,
     /// Open loop: most outstanding requests; requests due beyond it are counted as not sent.
     #[arg(long, default_value_t = 10_000)]
     pub max_in_flight: usize,
@@ -68,21 +81,67 @@ pub struct Args {
     /// Conditions that must hold, else exit 1: `p99<5ms,errors=0,rps>1000,error_rate<1%`.
     #[arg(long = "assert")]
     pub assertions: Option<Assertions>,
+    /// Output formats and files (`--format`, `--csv`, `--html`, ...).
+    #[command(flatten)]
+    pub output: crate::output::args::OutputArgs,
+    /// Stability windows, SLO search, ramps and arrivals.
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Input data, validation and drift.
+    #[command(flatten)]
+    pub content: RequestArgs,
 }
 
 impl Args {
-    /// The run these flags describe (validated).
-    pub fn run_config(&self) -> anyhow::Result<RunConfig> {
-        let mode = match self.rate {
-            Some(rate) => LoadMode::Open {
-                rate,
-                max_in_flight: self.max_in_flight,
-            },
-            None => LoadMode::Closed {
-                concurrency: self.concurrency.unwrap_or(1),
-            },
+    /// The runs these flags describe: the levels of a sweep (one for a single level), or an
+    /// SLO search (validated).
+    pub fn plan(&self) -> anyhow::Result<Plan> {
+        let base = self.run_config()?;
+        if let Some((slo, search)) = self.plan.search() {
+            search.validate()?;
+            return Ok(Plan::Slo {
+                base: Box::new(base),
+                slo,
+                search,
+            });
+        }
+        let modes: Vec<LoadMode> = match (&self.rate, &self.concurrency) {
+            (Some(rates), _) => rates.0.iter().map(|&rate| self.open(rate)).collect(),
+            (None, Some(levels)) => levels.0.iter().map(|&c| closed(c)).collect(),
+            (None, None) => vec![base.load.mode],
         };
+        let mut configs = plan::levels(&base, &modes);
+        for config in &mut configs {
+            config.load.connections = self
+                .connections
+                .unwrap_or_else(|| LoadConfig::default_connections(config.load.mode));
+            config.load.validate()?;
+        }
+        Ok(Plan::Levels(configs))
+    }
+
+    fn open(&self, rate: f64) -> LoadMode {
+        LoadMode::Open {
+            rate,
+            max_in_flight: self.max_in_flight,
+        }
+    }
+
+    /// The first run these flags describe (validated).
+    pub fn run_config(&self) -> anyhow::Result<RunConfig> {
+        let stages = self.plan.stages.clone().map(|s| s.0).unwrap_or_default();
+        let peak = stages.iter().map(|s| s.target).fold(0.0, f64::max);
+        let mode = match (&self.rate, &self.plan.search(), &self.concurrency) {
+            (Some(rates), _, _) => self.open(rates.0[0]),
+            (None, Some((_, search)), _) => self.open(search.lo),
+            _ if !stages.is_empty() => self.open(peak.max(f64::MIN_POSITIVE)),
+            (None, None, levels) => closed(levels.as_ref().map_or(1, |l| l.0[0])),
+        };
+        let stability = self.plan.stability()?;
+        // Stages and stability windows set the measured window's length themselves.
         let duration = match (self.duration, self.requests) {
+            _ if !stages.is_empty() => Some(stages_length(&stages)),
+            _ if stability.is_some() => stability.map(|s| s.limit()),
             (None, None) => Some(Duration::from_secs(10)),
             (d, _) => d,
         };
@@ -95,19 +154,30 @@ impl Args {
             duration,
             requests: self.requests,
             spin: !self.no_spin,
+            stability,
+            stages,
+            arrival: self.plan.arrival,
+            seed: self.seed,
         };
         load.validate()?;
         anyhow::ensure!(self.batch_size > 0, "batch-size must be at least 1");
+        let models = parse_models(&self.model).map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(!models.is_empty(), "give a --model");
         Ok(RunConfig {
             target: TargetConfig {
                 url: self.url.clone(),
-                model: self.model.clone(),
+                model: models[0].name.clone(),
+                models: if models.len() > 1 { models } else { Vec::new() },
                 model_version: self.model_version.clone(),
                 batch_size: self.batch_size,
                 input_range: self.input_range,
                 pool_size: self.pool.max(1),
                 seed: self.seed,
                 timeout: self.timeout,
+                input_data: self.content.input_data.clone(),
+                expected: self.content.expected.clone(),
+                validate: self.content.tolerance()?,
+                drift: self.content.drift.clone(),
             },
             load,
         })

@@ -3,17 +3,25 @@
 //! tests and later drivers (sweeps, SLO search, stages) build them directly and call
 //! [`crate::run`] once per step.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::drift::Drift;
+use crate::mix::WeightedModel;
+use crate::schedule::{Arrival, Stage, stages_length};
+use crate::stability::Stability;
 
 /// The server and the requests sent to it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetConfig {
     /// `host:port` of the gateway or a worker; `http://` is added when no scheme is given.
     pub url: String,
-    /// Model name.
+    /// Model name (the first model of a mix).
     pub model: String,
+    /// Several models with weights (`--model a:3 --model b:1`); empty: `model` alone.
+    pub models: Vec<WeightedModel>,
     /// Model version; empty lets the server choose (the gateway routes by traffic split).
     pub model_version: String,
     /// Items per request (the leading batch dimension) for models with `max_batch_size > 0`.
@@ -29,6 +37,16 @@ pub struct TargetConfig {
     /// clients do). Open-loop latency counts from the due time, so when the client falls
     /// behind its schedule an OK answer can show more latency than the deadline.
     pub timeout: Option<Duration>,
+    /// Rows of input data instead of random values ([`crate::inputs`]: perf_analyzer JSON,
+    /// `.npy`, `.csv`).
+    pub input_data: Option<PathBuf>,
+    /// Expected outputs (`.npy` or JSON `validation_data`) replacing the input data's own.
+    pub expected: Option<PathBuf>,
+    /// Validate answers against the expected outputs with this tolerance
+    /// ([`crate::validate`]).
+    pub validate: Option<f64>,
+    /// Drift the float inputs over time ([`crate::drift`]).
+    pub drift: Option<Drift>,
 }
 
 impl Default for TargetConfig {
@@ -36,12 +54,31 @@ impl Default for TargetConfig {
         Self {
             url: "127.0.0.1:8001".into(),
             model: String::new(),
+            models: Vec::new(),
             model_version: String::new(),
             batch_size: 1,
             input_range: None,
             pool_size: 16,
             seed: 0,
             timeout: None,
+            input_data: None,
+            expected: None,
+            validate: None,
+            drift: None,
+        }
+    }
+}
+
+impl TargetConfig {
+    /// The models requests go to, with weights: `models`, or `model` alone.
+    pub fn mix(&self) -> Vec<WeightedModel> {
+        if self.models.is_empty() {
+            vec![WeightedModel {
+                name: self.model.clone(),
+                weight: 1,
+            }]
+        } else {
+            self.models.clone()
         }
     }
 }
@@ -116,6 +153,16 @@ pub struct LoadConfig {
     /// Open loop: busy-wait the last millisecond before each due time (precise send times at
     /// the cost of CPU) instead of relying on tokio's 1 ms timer alone.
     pub spin: bool,
+    /// End the measured window when its windows are stable (perf_analyzer's rule) instead of
+    /// after `duration`; see [`crate::stability`].
+    pub stability: Option<Stability>,
+    /// Open loop: ramp the rate through these stages instead of holding `rate` (the measured
+    /// window is their total length); see [`crate::schedule`].
+    pub stages: Vec<Stage>,
+    /// Open loop: evenly spaced or Poisson arrivals.
+    pub arrival: Arrival,
+    /// Seed of the Poisson arrivals.
+    pub seed: u64,
 }
 
 impl Default for LoadConfig {
@@ -127,6 +174,10 @@ impl Default for LoadConfig {
             duration: Some(Duration::from_secs(10)),
             requests: None,
             spin: true,
+            stability: None,
+            stages: Vec::new(),
+            arrival: Arrival::Constant,
+            seed: 0,
         }
     }
 }
@@ -138,6 +189,18 @@ impl LoadConfig {
         match mode {
             LoadMode::Closed { concurrency } => concurrency.clamp(1, 4),
             LoadMode::Open { .. } => 4,
+        }
+    }
+
+    /// How long the measured window lasts at most: the stability cap, the stages' length, or
+    /// `duration` (`None`: until `requests` are sent).
+    pub fn measured_limit(&self) -> Option<Duration> {
+        if let Some(stability) = &self.stability {
+            Some(stability.limit())
+        } else if !self.stages.is_empty() {
+            Some(stages_length(&self.stages))
+        } else {
+            self.duration
         }
     }
 
@@ -161,6 +224,23 @@ impl LoadConfig {
             "give a duration or a request count"
         );
         anyhow::ensure!(self.requests != Some(0), "requests must be at least 1");
+        if let Some(stability) = &self.stability {
+            stability.validate()?;
+            anyhow::ensure!(
+                self.requests.is_none(),
+                "stability windows end the run: drop --requests"
+            );
+        }
+        if !self.stages.is_empty() {
+            anyhow::ensure!(
+                matches!(self.mode, LoadMode::Open { .. }),
+                "stages ramp an open loop's rate"
+            );
+            anyhow::ensure!(
+                self.stability.is_none(),
+                "stages and stability windows do not mix"
+            );
+        }
         Ok(())
     }
 }

@@ -46,6 +46,20 @@ pub fn random_raw(
     out.into()
 }
 
+/// Appends the number `v` as one element of `datatype` (floats rounded to the type, integers
+/// truncated and clamped to the type's range, BOOL nonzero → 1); BYTES is not a number type.
+pub fn push_value(out: &mut Vec<u8>, datatype: Datatype, v: f64) {
+    match datatype {
+        Datatype::Fp32 => out.extend((v as f32).to_le_bytes()),
+        Datatype::Fp64 => out.extend(v.to_le_bytes()),
+        Datatype::Fp16 => out.extend(f32_to_f16(v as f32).to_le_bytes()),
+        Datatype::Bf16 => out.extend((((v as f32).to_bits() >> 16) as u16).to_le_bytes()),
+        Datatype::Bool => out.push(u8::from(v != 0.0)),
+        Datatype::Bytes => unreachable!("BYTES is not a number type"),
+        int_type => push_int(out, int_type, v.trunc()),
+    }
+}
+
 /// Appends `v` (an integral value) as `datatype`, clamped to the type's range.
 fn push_int(out: &mut Vec<u8>, datatype: Datatype, v: f64) {
     // `as` from f64 saturates at the integer type's bounds.

@@ -10,35 +10,72 @@
 //!
 //! Modules:
 //! - [`config`]: what a run does, as plain data (so sweeps and SLO searches can call [`run`]
-//!   in a loop); [`cli`]: the flags that fill it in.
-//! - [`target`]: connections, model description, request pool, the gRPC [`load::Call`];
-//!   [`data`]: random tensor contents.
-//! - [`load`]: the closed and open loops over any [`load::Call`]; [`record`]: histograms and
-//!   the per-second series.
-//! - [`report`]: the result, its JSON and table; [`assert`]: `--assert` conditions.
+//!   in a loop); [`cli`] and [`plan_args`]: the flags that fill it in.
+//! - [`plan`]: several runs — a sweep of levels or an SLO search ([`slo`]) — and their JSON.
+//! - [`target`]: connections, model descriptions, request pools, the gRPC [`load::Call`];
+//!   [`data`]: random tensor contents; [`inputs`]: input data files (perf_analyzer JSON,
+//!   `.npy`, `.csv`); [`validate`]: output validation; [`drift`]: input drift over time;
+//!   [`mix`]: weighted models and per-model counts.
+//! - [`load`]: the closed and open loops over any [`load::Call`]; [`schedule`]: open-loop
+//!   arrivals (constant, ramped stages, Poisson); [`stability`]: perf_analyzer's stability
+//!   windows; [`record`]: histograms and the per-second series.
+//! - [`extras`]: the load side's optional report fields.
+//! - [`report`]: the result and its JSON; [`output`]: the table and the other formats (ghz
+//!   JSON, perf_analyzer CSV, HTML, HdrHistogram logs); [`server_stats`]: the server's
+//!   ModelStatistics over the window; [`mod@assert`]: `--assert` conditions.
 
 pub mod assert;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod drift;
+pub mod extras;
+pub mod inputs;
 pub mod load;
+pub mod mix;
+pub mod output;
+pub mod plan;
+pub mod plan_args;
+pub mod progress;
 pub mod record;
 pub mod report;
+pub mod schedule;
+pub mod server_stats;
+pub mod slo;
+pub mod stability;
 pub mod target;
+pub mod validate;
 
 #[cfg(test)]
 mod load_tests;
+#[cfg(test)]
+mod plan_tests;
 
 pub use config::{LoadConfig, LoadMode, RunConfig, TargetConfig};
 pub use report::Report;
 
 /// Runs `config` against its target and reports the measured outcomes.
 pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
+    run_live(config, None).await
+}
+
+/// [`run`], also counting every answer (warm-up included) into `live`, for a progress display
+/// ([`progress`]).
+pub async fn run_live(
+    config: &RunConfig,
+    live: Option<std::sync::Arc<record::Live>>,
+) -> anyhow::Result<Report> {
     config.load.validate()?;
     let mut clients = target::connect(&config.target.url, config.load.connections).await?;
-    let plan = target::describe(&mut clients[0], &config.target).await?;
-    let pool = target::build_pool(&plan, &config.target);
-    let call = target::InferCall::new(clients, pool, config.target.timeout);
-    let (recorder, measured) = load::run(call, &config.load).await;
-    Ok(Report::new(config, &plan, &recorder, measured))
+    let prepared = target::prepare(&mut clients[0], &config.target).await?;
+    let plan = prepared.plans[0].clone();
+    let stats_client = clients[0].clone();
+    let call = target::InferCall::of(clients, prepared, config.target.seed, config.target.timeout);
+    let load = load::run(progress::Observed::new(call, live), &config.load);
+    let warmup = config.load.warmup;
+    let (outcome, server) = server_stats::around(stats_client, &config.target, warmup, load).await;
+    let mut report = Report::new(config, &plan, &outcome.recorder, outcome.measured);
+    report.server = server;
+    report.extras = extras::RunExtras::of(config, &outcome);
+    Ok(report)
 }

@@ -3,14 +3,18 @@
 //! independent of the answers).
 //!
 //! Both drive any [`Call`] (the gRPC one is [`crate::target::InferCall`]; tests use fakes) and
-//! run on tokio's clock, so `tokio::time::pause` makes them deterministic.
+//! run on tokio's clock, so `tokio::time::pause` makes them deterministic. The open loop's due
+//! times come from [`crate::schedule::Arrivals`] (constant, ramped by stages, or Poisson);
+//! with [`crate::stability::Stability`] a monitor ends the measured window at the first
+//! stable window boundary.
 //!
 //! Guarantees:
 //! - A request belongs to the warm-up or to the measurement by its start time (closed loop: the
 //!   actual send; open loop: the intended send); the run stops issuing at the end of the
 //!   measured window (or after `requests` measured requests) and then waits for every
 //!   outstanding answer, so `sent = answered` and nothing is lost.
-//! - Open loop, coordinated omission: request `i` is due at `start + i / R` ([`Pacer`]). If the
+//! - Open loop, coordinated omission: request `i` is due at `start + i / R` ([`Pacer`]; ramps
+//!   and Poisson arrivals: [`crate::schedule`]). If the
 //!   pacer wakes late (a busy runtime), it sends every overdue request at once and each one's
 //!   latency still counts from its due time. A due request that would exceed `max_in_flight`
 //!   is recorded as not sent instead of being delayed.
@@ -26,13 +30,42 @@ use tokio::time::Instant;
 use tonic::{Code, Status};
 
 use crate::config::{LoadConfig, LoadMode};
+use crate::mix::Tally;
 use crate::record::{Recorder, Sample};
+use crate::schedule::Arrivals;
+use crate::stability::{self, StabilityReport, Tracker};
 
-/// Sends request number `n` (0, 1, 2, ... over the whole run) and reports its status.
+/// The outcome of one request.
+#[derive(Debug)]
+pub struct Answer {
+    /// Which of the run's models it went to (0 with one model).
+    pub model: usize,
+    /// Its gRPC status.
+    pub result: Result<(), Status>,
+    /// Why its outputs failed validation (`--validate`), if they did.
+    pub mismatch: Option<String>,
+}
+
+impl From<Result<(), Status>> for Answer {
+    /// An answer of model 0, not validated.
+    fn from(result: Result<(), Status>) -> Self {
+        Self {
+            model: 0,
+            result,
+            mismatch: None,
+        }
+    }
+}
+
+/// Sends request number `n` (0, 1, 2, ... over the whole run) and reports its outcome.
 pub trait Call: Clone + Send + Sync + 'static {
     /// Sends request `n` and waits for its answer; a client-side timeout is a
     /// `DEADLINE_EXCEEDED` status.
-    fn call(&self, n: u64) -> impl Future<Output = Result<(), Status>> + Send;
+    fn call(&self, n: u64) -> impl Future<Output = Answer> + Send;
+
+    /// Called once before the first request with the start of the measured window (calls that
+    /// change over time, like `--drift`, count from it).
+    fn begin(&self, _measure_from: Instant) {}
 }
 
 /// The status code of an answer.
@@ -51,15 +84,19 @@ pub enum Admit {
     Stop,
 }
 
-/// The run's time window and request budget, shared by every worker.
+/// No end: the window's end is unset.
+const NO_END: u64 = u64::MAX;
+
+/// The run's time window and request budget, shared by every worker. Its end can be brought
+/// forward while it runs ([`Window::stop_at`]: the stability monitor does).
 #[derive(Debug)]
 pub struct Window {
     /// When load started.
     pub start: Instant,
     /// When the warm-up ends and measurement starts (second 0 of the series).
     pub measure_from: Instant,
-    /// When issuing stops, if time-limited.
-    pub end: Option<Instant>,
+    /// When issuing stops, as nanoseconds after `start` ([`NO_END`]: none).
+    end_ns: AtomicU64,
     max_requests: Option<u64>,
     issued: AtomicU64,
 }
@@ -68,13 +105,32 @@ impl Window {
     /// The window of `load` starting at `start`.
     pub fn new(start: Instant, load: &LoadConfig) -> Self {
         let measure_from = start + load.warmup;
-        Self {
+        let window = Self {
             start,
             measure_from,
-            end: load.duration.map(|d| measure_from + d),
+            end_ns: AtomicU64::new(NO_END),
             max_requests: load.requests,
             issued: AtomicU64::new(0),
+        };
+        if let Some(limit) = load.measured_limit() {
+            window.stop_at(measure_from + limit);
         }
+        window
+    }
+
+    /// When issuing stops, if time-limited.
+    pub fn end(&self) -> Option<Instant> {
+        match self.end_ns.load(Ordering::Relaxed) {
+            NO_END => None,
+            ns => Some(self.start + Duration::from_nanos(ns)),
+        }
+    }
+
+    /// Ends the window at `at` unless it ends earlier already.
+    pub fn stop_at(&self, at: Instant) {
+        let ns = u64::try_from(at.saturating_duration_since(self.start).as_nanos())
+            .unwrap_or(NO_END - 1);
+        self.end_ns.fetch_min(ns, Ordering::Relaxed);
     }
 
     /// Decides for a request starting at `at`; counts it against the request budget.
@@ -82,7 +138,7 @@ impl Window {
         if at < self.measure_from {
             return Admit::Warmup;
         }
-        if self.end.is_some_and(|end| at >= end) {
+        if self.end().is_some_and(|end| at >= end) {
             return Admit::Stop;
         }
         if let Some(max) = self.max_requests
@@ -96,7 +152,7 @@ impl Window {
     /// The measured time: the whole window if the run reached its end, else from the end of
     /// the warm-up to `last` (the last answer of a request-limited run).
     pub fn measured(&self, last: Instant) -> Duration {
-        let until = match self.end {
+        let until = match self.end() {
             Some(end) if last >= end => end,
             _ => last,
         };
@@ -104,7 +160,7 @@ impl Window {
     }
 }
 
-/// The open loop's schedule: request `i` is due at `start + i / rate`.
+/// The open loop's constant-rate schedule: request `i` is due at `start + i / rate`.
 #[derive(Debug, Clone, Copy)]
 pub struct Pacer {
     start: Instant,
@@ -138,27 +194,126 @@ impl Pacer {
     }
 }
 
+/// What one run measured.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Latency by status, the series.
+    pub recorder: Recorder,
+    /// Answers per model.
+    pub tally: Tally,
+    /// Length of the measured window.
+    pub measured: Duration,
+    /// How the stability monitor ended the window, if one ran.
+    pub stability: Option<StabilityReport>,
+}
+
+/// Where a task records its measured answers.
+struct Sink {
+    recorder: Recorder,
+    tally: Tally,
+    tracker: Option<Arc<Tracker>>,
+}
+
+impl Sink {
+    fn new(window: &Window, tracker: &Option<Arc<Tracker>>) -> Self {
+        Self {
+            recorder: Recorder::new(window.measure_from),
+            tally: Tally::default(),
+            tracker: tracker.clone(),
+        }
+    }
+
+    fn record(&mut self, sample: Sample, answer: &Answer) {
+        self.recorder.record(sample);
+        if let Err(status) = &answer.result {
+            self.recorder.note_message(sample.code, status.message());
+        }
+        self.tally
+            .record(answer.model, &sample, answer.mismatch.as_deref());
+    }
+
+    fn merge(&mut self, other: Sink) {
+        self.recorder.merge(other.recorder);
+        self.tally.merge(other.tally);
+    }
+}
+
+/// Records a finished OK answer in the stability tracker (at completion, so the monitor sees
+/// a window's answers when it closes).
+fn track(tracker: &Option<Arc<Tracker>>, sample: &Sample) {
+    if let Some(tracker) = tracker
+        && sample.code == Code::Ok
+    {
+        tracker.record_ok(sample.done, sample.latency());
+    }
+}
+
 /// Runs `load` against `call` from now on and returns the measured outcomes.
-pub async fn run<C: Call>(call: C, load: &LoadConfig) -> (Recorder, Duration) {
+pub async fn run<C: Call>(call: C, load: &LoadConfig) -> Outcome {
     let window = Arc::new(Window::new(Instant::now(), load));
-    let recorder = match load.mode {
-        LoadMode::Closed { concurrency } => closed_loop(call, concurrency, window.clone()).await,
+    call.begin(window.measure_from);
+    let tracker = load
+        .stability
+        .map(|rule| Arc::new(Tracker::new(window.measure_from, rule)));
+    let monitor = tracker
+        .clone()
+        .map(|t| tokio::spawn(stability::monitor(t, window.clone())));
+    let sink = match load.mode {
+        LoadMode::Closed { concurrency } => {
+            closed_loop(call, concurrency, window.clone(), tracker).await
+        }
         LoadMode::Open {
             rate,
             max_in_flight,
-        } => open_loop(call, rate, max_in_flight, load.spin, window.clone()).await,
+        } => {
+            let arrivals = if load.stages.is_empty() {
+                Arrivals::constant(window.start, rate, load.arrival, load.seed)
+            } else {
+                Arrivals::stages(
+                    window.start,
+                    &load.stages,
+                    load.warmup,
+                    load.arrival,
+                    load.seed,
+                )
+            };
+            open_loop(
+                call,
+                arrivals,
+                max_in_flight,
+                load.spin,
+                window.clone(),
+                tracker,
+            )
+            .await
+        }
     };
-    (recorder, window.measured(Instant::now()))
+    let measured = window.measured(Instant::now());
+    let stability = match monitor {
+        Some(monitor) => Some(monitor.await.expect("the stability monitor panicked")),
+        None => None,
+    };
+    Outcome {
+        recorder: sink.recorder,
+        tally: sink.tally,
+        measured,
+        stability,
+    }
 }
 
 /// `concurrency` workers, each sending the next request when the previous one answers.
-pub async fn closed_loop<C: Call>(call: C, concurrency: usize, window: Arc<Window>) -> Recorder {
+async fn closed_loop<C: Call>(
+    call: C,
+    concurrency: usize,
+    window: Arc<Window>,
+    tracker: Option<Arc<Tracker>>,
+) -> Sink {
     let next = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
             let (call, window, next) = (call.clone(), window.clone(), next.clone());
+            let mut sink = Sink::new(&window, &tracker);
             tokio::spawn(async move {
-                let mut recorder = Recorder::new(window.measure_from);
                 loop {
                     let start = Instant::now();
                     let admit = window.admit(start);
@@ -168,18 +323,17 @@ pub async fn closed_loop<C: Call>(call: C, concurrency: usize, window: Arc<Windo
                     let answer = call.call(next.fetch_add(1, Ordering::Relaxed)).await;
                     if admit == Admit::Measured {
                         let done = Instant::now();
-                        let code = code_of(&answer);
-                        recorder.record(Sample { start, done, code });
-                        if let Err(status) = answer {
-                            recorder.note_message(code, status.message());
-                        }
+                        let code = code_of(&answer.result);
+                        let sample = Sample { start, done, code };
+                        track(&sink.tracker, &sample);
+                        sink.record(sample, &answer);
                     }
                 }
-                recorder
+                sink
             })
         })
         .collect();
-    let mut total = Recorder::new(window.measure_from);
+    let mut total = Sink::new(&window, &tracker);
     for worker in workers {
         total.merge(worker.await.expect("a load worker panicked"));
     }
@@ -213,44 +367,40 @@ async fn wait_until(due: Instant, spin: bool) {
     }
 }
 
-/// `rate` requests per second on a fixed schedule, each measured from its due time. The pacer
-/// records the requests not sent and each sent request's send lag (actual − due send time);
-/// the answers go over a channel to a collector task.
-pub async fn open_loop<C: Call>(
+/// Requests on the `arrivals` schedule, each measured from its due time. The pacer records the
+/// requests not sent and each sent request's send lag (actual − due send time); the answers go
+/// over a channel to a collector task.
+async fn open_loop<C: Call>(
     call: C,
-    rate: f64,
+    mut arrivals: Arrivals,
     max_in_flight: usize,
     spin: bool,
     window: Arc<Window>,
-) -> Recorder {
-    let (answers, mut inbox) = mpsc::unbounded_channel::<(Sample, Result<(), Status>)>();
-    let mut collected = Recorder::new(window.measure_from);
+    tracker: Option<Arc<Tracker>>,
+) -> Sink {
+    let (answers, mut inbox) = mpsc::unbounded_channel::<(Sample, Answer)>();
+    let mut collected = Sink::new(&window, &None);
     let collector = tokio::spawn(async move {
         while let Some((sample, answer)) = inbox.recv().await {
-            collected.record(sample);
-            if let Err(status) = answer {
-                collected.note_message(sample.code, status.message());
-            }
+            collected.record(sample, &answer);
         }
         collected
     });
     let mut paced = Recorder::new(window.measure_from);
-    let pacer = Pacer::new(window.start, rate);
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
-    let mut next = 0;
-    'schedule: loop {
-        let due = pacer.due(next, Instant::now());
-        if due.is_empty() {
-            wait_until(pacer.due_at(next), spin).await;
+    'schedule: while let Some(first) = arrivals.next_due() {
+        let now = Instant::now();
+        if first > now {
+            wait_until(first, spin).await;
             continue;
         }
-        for n in due {
-            let intended = pacer.due_at(n);
+        while let Some(intended) = arrivals.next_due().filter(|due| *due <= now) {
             let admit = window.admit(intended);
             if admit == Admit::Stop {
                 break 'schedule;
             }
-            next = n + 1;
+            let n = arrivals.index();
+            arrivals.advance();
             let measured = admit == Admit::Measured;
             let Ok(permit) = in_flight.clone().try_acquire_owned() else {
                 if measured {
@@ -261,18 +411,19 @@ pub async fn open_loop<C: Call>(
             if measured {
                 paced.record_send_lag(Instant::now().saturating_duration_since(intended));
             }
-            let (call, answers) = (call.clone(), answers.clone());
+            let (call, answers, tracker) = (call.clone(), answers.clone(), tracker.clone());
             tokio::spawn(async move {
                 let answer = call.call(n).await;
                 let done = Instant::now();
                 drop(permit);
                 if measured {
-                    let code = code_of(&answer);
+                    let code = code_of(&answer.result);
                     let sample = Sample {
                         start: intended,
                         done,
                         code,
                     };
+                    track(&tracker, &sample);
                     let _ = answers.send((sample, answer));
                 }
             });
@@ -280,7 +431,7 @@ pub async fn open_loop<C: Call>(
     }
     // Every spawned request holds a clone of `answers`: the collector ends after the last one.
     drop(answers);
-    let mut recorder = collector.await.expect("the collector panicked");
-    recorder.merge(paced);
-    recorder
+    let mut sink = collector.await.expect("the collector panicked");
+    sink.recorder.merge(paced);
+    sink
 }

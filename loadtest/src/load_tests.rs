@@ -9,7 +9,7 @@ use tonic::{Code, Status};
 
 use crate::assert::Assertions;
 use crate::config::{LoadConfig, LoadMode, RunConfig};
-use crate::load::{self, Call, Pacer, Window};
+use crate::load::{self, Answer, Call, Pacer, Window};
 use crate::record::{Recorder, Sample};
 use crate::report::Report;
 use crate::target::ModelPlan;
@@ -38,7 +38,7 @@ impl SerialServer {
 }
 
 impl Call for SerialServer {
-    async fn call(&self, n: u64) -> Result<(), Status> {
+    async fn call(&self, n: u64) -> Answer {
         let _slot = self.slot.lock().await;
         let took = if n == self.stall_at {
             self.stall
@@ -46,7 +46,7 @@ impl Call for SerialServer {
             self.service
         };
         tokio::time::sleep(took).await;
-        Ok(())
+        Ok(()).into()
     }
 }
 
@@ -59,13 +59,19 @@ struct ParallelServer {
 }
 
 impl Call for ParallelServer {
-    async fn call(&self, n: u64) -> Result<(), Status> {
+    async fn call(&self, n: u64) -> Answer {
         if self.reject_every > 0 && n % self.reject_every == self.reject_every - 1 {
-            return Err(Status::resource_exhausted("queue full"));
+            return Err(Status::resource_exhausted("queue full")).into();
         }
         tokio::time::sleep(self.service).await;
-        Ok(())
+        Ok(()).into()
     }
+}
+
+/// Runs `load` against `call`: the recorder and the measured time.
+async fn run_load<C: Call>(call: C, load: &LoadConfig) -> (Recorder, Duration) {
+    let outcome = load::run(call, load).await;
+    (outcome.recorder, outcome.measured)
 }
 
 fn open(rate: f64, max_in_flight: usize, warmup: Duration, duration: Duration) -> LoadConfig {
@@ -79,6 +85,7 @@ fn open(rate: f64, max_in_flight: usize, warmup: Duration, duration: Duration) -
         duration: Some(duration),
         requests: None,
         spin: false,
+        ..LoadConfig::default()
     }
 }
 
@@ -90,6 +97,7 @@ fn closed(concurrency: usize, warmup: Duration, duration: Option<Duration>) -> L
         duration,
         requests: None,
         spin: false,
+        ..LoadConfig::default()
     }
 }
 
@@ -149,7 +157,7 @@ async fn open_loop_charges_queueing_behind_a_stall_to_the_requests_that_waited()
     // 100 req/s for 2 s against a one-slot server taking 2 ms, except request 100 (due at 1 s)
     // which takes 300 ms: the 29 requests due during the stall queue behind it.
     let server = SerialServer::new(2 * MS, 100, 300 * MS);
-    let (rec, measured) = load::run(server, &open(100.0, 1000, Duration::ZERO, 2 * SEC)).await;
+    let (rec, measured) = run_load(server, &open(100.0, 1000, Duration::ZERO, 2 * SEC)).await;
     assert_eq!(measured, 2 * SEC);
     assert_eq!(rec.answered(), 200);
     assert_eq!(rec.not_sent(), 0);
@@ -173,7 +181,7 @@ async fn open_loop_counts_requests_over_max_in_flight_as_not_sent() {
         service: SEC,
         reject_every: 0,
     };
-    let (rec, _) = load::run(server, &open(100.0, 10, Duration::ZERO, SEC)).await;
+    let (rec, _) = run_load(server, &open(100.0, 10, Duration::ZERO, SEC)).await;
     assert_eq!(rec.answered(), 10);
     assert_eq!(rec.not_sent(), 90);
     assert_eq!(rec.seconds()[0].not_sent, 90);
@@ -188,7 +196,7 @@ async fn open_loop_spins_only_on_the_real_clock() {
     };
     let mut load = open(50.0, 100, Duration::ZERO, 200 * MS);
     load.spin = true;
-    let (rec, _) = load::run(server, &load).await;
+    let (rec, _) = run_load(server, &load).await;
     assert_eq!(rec.answered(), 10);
 }
 
@@ -200,7 +208,7 @@ async fn closed_loop_keeps_concurrency_and_skips_the_warmup() {
         service: 10 * MS,
         reject_every: 0,
     };
-    let (rec, measured) = load::run(server, &closed(4, 100 * MS, Some(SEC))).await;
+    let (rec, measured) = run_load(server, &closed(4, 100 * MS, Some(SEC))).await;
     assert_eq!(measured, SEC);
     // Each worker sends at 0, 10, ..., 1090 ms; the first 10 are warm-up.
     assert_eq!(rec.answered(), 4 * 100);
@@ -217,13 +225,13 @@ async fn request_limited_runs_send_exactly_n() {
     };
     let mut load = closed(4, Duration::ZERO, None);
     load.requests = Some(50);
-    let (rec, measured) = load::run(server.clone(), &load).await;
+    let (rec, measured) = run_load(server.clone(), &load).await;
     assert_eq!(rec.answered(), 50);
     assert!(measured > Duration::ZERO);
 
     let mut load = open(1000.0, 100, 10 * MS, SEC);
     load.requests = Some(30);
-    let (rec, _) = load::run(server, &load).await;
+    let (rec, _) = run_load(server, &load).await;
     assert_eq!(rec.answered() + rec.not_sent(), 30);
 }
 
@@ -249,7 +257,7 @@ async fn synthetic_report(load: LoadConfig) -> Report {
         service: 2 * MS,
         reject_every: 4,
     };
-    let (rec, measured) = load::run(server, &load).await;
+    let (rec, measured) = run_load(server, &load).await;
     let config = RunConfig {
         load,
         ..RunConfig::default()

@@ -6,11 +6,22 @@
 //! A [`Recorder`] is plain data owned by one task; tasks record locally and [`Recorder::merge`]
 //! at the end, so recording takes no lock. Only measured requests are recorded (the load loops
 //! drop warm-up samples before they get here).
+//!
+//! [`Live`] is the exception: a small mutex-protected tally shared by every task of a run and
+//! read once a second by the progress display (one uncontended lock per answer).
+//!
+//! Histograms travel in reports as [`encode_histogram`] strings: HdrHistogram's V2 deflate
+//! format in base64, as in HdrHistogram interval logs, so they can be merged losslessly later.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
+use anyhow::Context;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use tokio::time::Instant;
 use tonic::Code;
 
@@ -32,6 +43,28 @@ fn add(hist: &mut Histogram<u64>, value: u64) {
     if hist.record(value).is_err() {
         hist.saturating_record(value);
     }
+}
+
+/// `hist` in HdrHistogram's compressed V2 format, base64 (the interval-log encoding).
+pub fn encode_histogram(hist: &Histogram<u64>) -> String {
+    let mut bytes = Vec::new();
+    V2DeflateSerializer::new()
+        .serialize(hist, &mut bytes)
+        .expect("serializing into memory succeeds");
+    BASE64.encode(bytes)
+}
+
+/// The histogram of an [`encode_histogram`] string (V2 or V2 deflate, base64), auto-resizing
+/// so that it can absorb others.
+pub fn decode_histogram(encoded: &str) -> anyhow::Result<Histogram<u64>> {
+    let bytes = BASE64
+        .decode(encoded.trim())
+        .context("histogram is not base64")?;
+    let mut hist: Histogram<u64> = Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| anyhow::anyhow!("not an HdrHistogram: {e:?}"))?;
+    hist.auto(true);
+    Ok(hist)
 }
 
 /// Whole microseconds, saturating.
@@ -83,6 +116,7 @@ impl Default for Second {
 #[derive(Debug, Clone)]
 pub struct Recorder {
     origin: Instant,
+    origin_wall: SystemTime,
     by_status: BTreeMap<&'static str, Histogram<u64>>,
     not_sent: u64,
     send_lag: Histogram<u64>,
@@ -93,8 +127,16 @@ pub struct Recorder {
 impl Recorder {
     /// An empty recorder whose second 0 starts at `origin` (the end of the warm-up).
     pub fn new(origin: Instant) -> Self {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let origin_wall = if origin <= now {
+            wall.checked_sub(now - origin).unwrap_or(wall)
+        } else {
+            wall + (origin - now)
+        };
         Self {
             origin,
+            origin_wall,
             by_status: BTreeMap::new(),
             not_sent: 0,
             send_lag: latency_histogram(),
@@ -210,6 +252,63 @@ impl Recorder {
     pub fn seconds(&self) -> &[Second] {
         &self.seconds
     }
+
+    /// The wall-clock time of second 0 (the end of the warm-up).
+    pub fn origin_wall(&self) -> SystemTime {
+        self.origin_wall
+    }
+}
+
+/// A live tally of a run in progress: answers by outcome, and the OK latency since the last
+/// [`Live::take`]. Shared (`Arc`) between the tasks that complete requests and one reader.
+#[derive(Debug, Default)]
+pub struct Live {
+    state: Mutex<LiveState>,
+}
+
+/// What [`Live::take`] returns.
+#[derive(Debug, Clone)]
+pub struct LiveState {
+    /// OK answers so far.
+    pub ok: u64,
+    /// Non-OK answers so far.
+    pub errors: u64,
+    /// Latency (µs) of the OK answers since the previous `take`.
+    pub recent: Histogram<u64>,
+}
+
+impl Default for LiveState {
+    fn default() -> Self {
+        Self {
+            ok: 0,
+            errors: 0,
+            recent: latency_histogram(),
+        }
+    }
+}
+
+impl Live {
+    /// Counts one answer; `latency` is recorded when `ok`.
+    pub fn record(&self, ok: bool, latency: Duration) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if ok {
+            state.ok += 1;
+            add(&mut state.recent, micros(latency).max(1));
+        } else {
+            state.errors += 1;
+        }
+    }
+
+    /// The totals so far and the recent OK latency, which is reset.
+    pub fn take(&self) -> LiveState {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let recent = std::mem::replace(&mut state.recent, latency_histogram());
+        LiveState {
+            ok: state.ok,
+            errors: state.errors,
+            recent,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -249,6 +348,51 @@ mod tests {
         assert_eq!(seconds[1].counts[OK], 1, "counted at completion");
         assert_eq!(seconds[2].not_sent, 1);
         assert_eq!(seconds[2].ok_latency.len(), 1);
+    }
+
+    #[test]
+    fn histograms_round_trip_through_their_encoding() {
+        let mut hist = latency_histogram();
+        for v in [1, 10, 100, 1_000, 123_456, 10_000_000] {
+            add(&mut hist, v);
+        }
+        let encoded = encode_histogram(&hist);
+        assert!(
+            encoded.starts_with("HIST"),
+            "V2 cookie in base64: {encoded}"
+        );
+        let mut back = decode_histogram(&encoded).unwrap();
+        assert_eq!(back, hist);
+        add(&mut back, u64::MAX / 4);
+        assert_eq!(back.len(), 7, "decoded histograms auto-resize");
+        assert!(decode_histogram("not a histogram").is_err());
+        assert!(decode_histogram("AAAA").is_err());
+    }
+
+    #[test]
+    fn live_tally_resets_only_the_recent_latency() {
+        let live = Live::default();
+        live.record(true, Duration::from_millis(2));
+        live.record(false, Duration::from_millis(9));
+        let first = live.take();
+        assert_eq!((first.ok, first.errors, first.recent.len()), (1, 1, 1));
+        live.record(true, Duration::from_millis(4));
+        let second = live.take();
+        assert_eq!((second.ok, second.errors), (2, 1));
+        assert_eq!(second.recent.len(), 1);
+        assert_eq!(second.recent.max(), second.recent.highest_equivalent(4_000));
+    }
+
+    #[test]
+    fn origin_wall_clock_follows_the_origin() {
+        let now = Instant::now();
+        let past = Recorder::new(now - Duration::from_secs(5));
+        let future = Recorder::new(now + Duration::from_secs(5));
+        let gap = future
+            .origin_wall()
+            .duration_since(past.origin_wall())
+            .unwrap();
+        assert!((gap.as_secs_f64() - 10.0).abs() < 0.5, "{gap:?}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The result of a run: a [`Report`] (what `--json` writes) and its human summary table.
+//! The result of a run: a [`Report`] (what `--json` writes). Its human summary table is in
+//! [`crate::output::table`]; the other output formats are in [`crate::output`].
 //!
 //! # JSON (`"schema": "kiln-loadtest/v1"`)
 //!
@@ -19,25 +20,36 @@
 //!                 DEADLINE_EXCEEDED)
 //! error_rate      errors / sent (0 when nothing was sent)
 //! throughput_rps  OK answers per measured second; inferences_per_s = throughput × batch_size
-//! latency_us      OK latency {count, min, mean, p50, p90, p99, p99_9, p99_99, max}, or null
+//! latency_us      OK latency {count, min, mean, p50, p90, p95, p99, p99_9, p99_99, max}, or null
 //! statuses        {"OK": {count, latency_us, message: null}, "RESOURCE_EXHAUSTED": {count,
 //!                 latency_us, message: first message seen (≤ 200 chars)}, ...}
 //! send_lag_us     open loop: actual − due send time of sent requests, or null
 //! series          per measured second (by completion time): {second, counts: {status: n},
-//!                 not_sent, ok_p50_us, ok_p99_us (null without OK answers)}
+//!                 not_sent, ok_p50_us, ok_p99_us (null without OK answers), ok_hist}
+//! started_unix_s  wall-clock start of the measured window (second 0), seconds since the epoch
+//! latency_hist    the OK latency histogram (µs), HdrHistogram V2 deflate in base64 (the
+//!                 interval-log encoding: lossless, mergeable), or null; `ok_hist` in `series`
+//!                 is the same for that second
+//! server          the server's ModelStatistics over the window (see [`ServerStats`]): {requests,
+//!                 failed, inferences, executions, avg_batch_size, request_us, queue_us,
+//!                 compute_input_us, compute_infer_us, compute_output_us}, or null when the
+//!                 server has no statistics
 //! ```
+//!
+//! Fields added after the first release (`p95`, `ok_hist`, `started_unix_s`, `latency_hist`,
+//! `server`) default when absent, so older files still load.
 //!
 //! Closed-loop latency counts from the actual send; open-loop latency from the due time.
 
 use std::collections::BTreeMap;
-use std::fmt::{self, Write as _};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{LoadMode, RunConfig};
-use crate::record::{OK, Recorder};
+use crate::record::{OK, Recorder, decode_histogram, encode_histogram};
+use crate::server_stats::ServerStats;
 use crate::target::{InputPlan, ModelPlan};
 
 /// The `schema` value of this version of the JSON.
@@ -81,6 +93,19 @@ pub struct Report {
     pub send_lag_us: Option<Latency>,
     /// One entry per measured second.
     pub series: Vec<SecondReport>,
+    /// Wall-clock start of the measured window, seconds since the Unix epoch.
+    #[serde(default)]
+    pub started_unix_s: f64,
+    /// The OK latency histogram (µs), [`encode_histogram`]d; `None` without OK answers.
+    #[serde(default)]
+    pub latency_hist: Option<String>,
+    /// The server's statistics over the window; `None` if it has none.
+    #[serde(default)]
+    pub server: Option<ServerStats>,
+    /// The load side's optional additions (stability, stages, models, validation), flattened;
+    /// see [`crate::extras`].
+    #[serde(flatten)]
+    pub extras: crate::extras::RunExtras,
 }
 
 /// The target, as resolved from the server.
@@ -135,6 +160,9 @@ pub struct Latency {
     pub p50: u64,
     /// 90th percentile.
     pub p90: u64,
+    /// 95th percentile.
+    #[serde(default)]
+    pub p95: u64,
     /// 99th percentile.
     pub p99: u64,
     /// 99.9th percentile.
@@ -154,6 +182,7 @@ impl Latency {
             mean: round(hist.mean(), 1e3),
             p50: hist.value_at_quantile(0.5),
             p90: hist.value_at_quantile(0.9),
+            p95: hist.value_at_quantile(0.95),
             p99: hist.value_at_quantile(0.99),
             p99_9: hist.value_at_quantile(0.999),
             p99_99: hist.value_at_quantile(0.9999),
@@ -186,6 +215,9 @@ pub struct SecondReport {
     pub ok_p50_us: Option<u64>,
     /// 99th percentile OK latency of the second, µs.
     pub ok_p99_us: Option<u64>,
+    /// The second's OK latency histogram (µs), [`encode_histogram`]d; `None` without OK answers.
+    #[serde(default)]
+    pub ok_hist: Option<String>,
 }
 
 /// Rounds to a multiple of `1/scale`, so JSON stays short and round-trips exactly.
@@ -195,6 +227,12 @@ fn round(x: f64, scale: f64) -> f64 {
 
 fn secs(d: Duration) -> f64 {
     round(d.as_secs_f64(), 1e6)
+}
+
+/// Seconds since the Unix epoch, to the millisecond.
+fn unix_s(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| round(d.as_secs_f64(), 1e3))
 }
 
 impl Report {
@@ -234,6 +272,7 @@ impl Report {
                 not_sent: s.not_sent,
                 ok_p50_us: (!s.ok_latency.is_empty()).then(|| s.ok_latency.value_at_quantile(0.5)),
                 ok_p99_us: (!s.ok_latency.is_empty()).then(|| s.ok_latency.value_at_quantile(0.99)),
+                ok_hist: (!s.ok_latency.is_empty()).then(|| encode_histogram(&s.ok_latency)),
             })
             .collect();
         Self {
@@ -273,7 +312,21 @@ impl Report {
             statuses,
             send_lag_us: Latency::of(rec.send_lag()),
             series,
+            started_unix_s: unix_s(rec.origin_wall()),
+            latency_hist: rec.ok().map(encode_histogram),
+            server: None,
+            extras: crate::extras::RunExtras::default(),
         }
+    }
+
+    /// The OK latency histogram (µs), if the report carries one.
+    pub fn ok_histogram(&self) -> Option<Histogram<u64>> {
+        decode_histogram(self.latency_hist.as_deref()?).ok()
+    }
+
+    /// When the measured window started.
+    pub fn started(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs_f64(self.started_unix_s.max(0.0))
     }
 
     /// The JSON document (pretty-printed).
@@ -288,120 +341,5 @@ pub fn fmt_us(us: u64) -> String {
         0..1_000 => format!("{us}µs"),
         1_000..1_000_000 => format!("{:.2}ms", us as f64 / 1e3),
         _ => format!("{:.2}s", us as f64 / 1e6),
-    }
-}
-
-impl fmt::Display for Report {
-    /// The human summary table.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = &self.target;
-        let version = if t.model_version.is_empty() {
-            "default version".to_string()
-        } else {
-            format!("version {}", t.model_version)
-        };
-        let mode = match self.load.mode {
-            LoadMode::Closed { concurrency } => format!("closed loop, concurrency {concurrency}"),
-            LoadMode::Open {
-                rate,
-                max_in_flight,
-            } => format!("open loop, {rate} req/s, max in flight {max_in_flight}"),
-        };
-        let mut out = String::new();
-        writeln!(out, "target      {} ({version}) at {}", t.model, t.url)?;
-        writeln!(
-            out,
-            "load        {mode}, {} connections, batch {}",
-            self.load.connections, t.batch_size
-        )?;
-        writeln!(
-            out,
-            "measured    {:.2}s after {:.2}s warm-up",
-            self.measured_s, self.load.warmup_s
-        )?;
-        writeln!(
-            out,
-            "requests    {} sent: {} ok, {} errors ({:.3}%), {} not sent",
-            self.sent,
-            self.ok,
-            self.errors,
-            self.error_rate * 100.0,
-            self.not_sent
-        )?;
-        writeln!(
-            out,
-            "throughput  {:.1} req/s OK ({:.1} inferences/s)",
-            self.throughput_rps, self.inferences_per_s
-        )?;
-        if let Some(lag) = &self.send_lag_us {
-            writeln!(
-                out,
-                "send lag    p50 {} p99 {} max {} (open loop: actual - due send time)",
-                fmt_us(lag.p50),
-                fmt_us(lag.p99),
-                fmt_us(lag.max)
-            )?;
-        }
-        if self
-            .send_lag_us
-            .as_ref()
-            .is_some_and(|l| l.p99 > LAG_WARNING_US)
-        {
-            writeln!(
-                out,
-                "WARNING     the client fell behind its schedule (send lag p99 > {}): latencies include it",
-                fmt_us(LAG_WARNING_US)
-            )?;
-        }
-        if self.not_sent > 0 {
-            writeln!(
-                out,
-                "WARNING     the client was saturated: {} requests not sent (raise --max-in-flight or lower --rate)",
-                self.not_sent
-            )?;
-        }
-        writeln!(out)?;
-        writeln!(
-            out,
-            "{:<20} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            "latency", "p50", "p90", "p99", "p99.9", "p99.99", "max", "mean"
-        )?;
-        match &self.latency_us {
-            Some(l) => writeln!(
-                out,
-                "{:<20} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-                "OK",
-                fmt_us(l.p50),
-                fmt_us(l.p90),
-                fmt_us(l.p99),
-                fmt_us(l.p99_9),
-                fmt_us(l.p99_99),
-                fmt_us(l.max),
-                fmt_us(l.mean.round() as u64)
-            )?,
-            None => writeln!(out, "{:<20} no OK answers", "OK")?,
-        }
-        writeln!(out)?;
-        writeln!(
-            out,
-            "{:<20} {:>9} {:>9} {:>9}",
-            "status", "count", "p50", "p99"
-        )?;
-        for (name, s) in &self.statuses {
-            writeln!(
-                out,
-                "{:<20} {:>9} {:>9} {:>9}",
-                name,
-                s.count,
-                fmt_us(s.latency_us.p50),
-                fmt_us(s.latency_us.p99)
-            )?;
-        }
-        for (name, s) in &self.statuses {
-            if let Some(message) = &s.message {
-                writeln!(out, "{name}: {message}")?;
-            }
-        }
-        f.write_str(&out)
     }
 }

@@ -5,14 +5,16 @@
 //! Requests are built before the load starts and cycled, so building them is never measured;
 //! cloning one is cheap (tensor bytes are `bytes::Bytes`).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use kiln_proto::datatype::Datatype;
 use kiln_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use kiln_proto::inference::model_infer_request::InferInputTensor;
-use kiln_proto::inference::{ModelConfigRequest, ModelInferRequest, ModelMetadataRequest};
+use kiln_proto::inference::{
+    ModelConfigRequest, ModelInferRequest, ModelInferResponse, ModelMetadataRequest,
+};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -21,7 +23,11 @@ use tonic::{Request, Status};
 
 use crate::config::TargetConfig;
 use crate::data::random_raw;
-use crate::load::Call;
+use crate::drift::Drift;
+use crate::inputs::{self, InputData};
+use crate::load::{Answer, Call};
+use crate::mix::{Mix, WeightedModel};
+use crate::validate::{self, ExpectedOutputs};
 
 /// Largest message accepted from the server.
 pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
@@ -76,12 +82,26 @@ pub async fn connect(
     Ok(clients)
 }
 
-/// Reads ModelMetadata and ModelConfig and plans the inputs of a `batch_size` request.
-/// Variable per-item dimensions (`-1`) are sent as 1 (with a warning on stderr).
+/// Reads ModelMetadata and ModelConfig of `target.model` and plans the inputs of a
+/// `batch_size` request. Variable per-item dimensions (`-1`) are sent as 1 (with a warning on
+/// stderr).
 pub async fn describe(
     client: &mut GrpcInferenceServiceClient<Channel>,
     target: &TargetConfig,
 ) -> anyhow::Result<ModelPlan> {
+    describe_model(client, target, &target.model).await
+}
+
+/// [`describe`] for the model named `model`.
+pub async fn describe_model(
+    client: &mut GrpcInferenceServiceClient<Channel>,
+    target: &TargetConfig,
+    model: &str,
+) -> anyhow::Result<ModelPlan> {
+    let target = &TargetConfig {
+        model: model.to_string(),
+        ..target.clone()
+    };
     let metadata = client
         .model_metadata(ModelMetadataRequest {
             name: target.model.clone(),
@@ -183,27 +203,207 @@ pub fn build_pool(plan: &ModelPlan, target: &TargetConfig) -> Vec<ModelInferRequ
         .collect()
 }
 
-/// Sends pooled requests round-robin over the connections: request `n` is pool entry
-/// `n % pool` on connection `n % K`.
+/// A pre-built request and, with `--validate`, the outputs expected of it.
+#[derive(Debug, Clone)]
+pub struct Pooled {
+    /// The request.
+    pub request: ModelInferRequest,
+    /// Its expected outputs.
+    pub expected: Option<Arc<ExpectedOutputs>>,
+}
+
+/// Every model of a run, described, with its request pool.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The models and their weights ([`TargetConfig::mix`]).
+    pub models: Vec<WeightedModel>,
+    /// Their plans, in the same order.
+    pub plans: Vec<ModelPlan>,
+    /// Their request pools, in the same order (each at least one request).
+    pub pools: Vec<Vec<Pooled>>,
+    /// Validation tolerance (`None`: answers are not validated).
+    pub tolerance: Option<f64>,
+    /// Input drift (`None`: the pooled requests are sent as built).
+    pub drift: Option<Drift>,
+}
+
+/// The drift and when it started (set by [`Call::begin`]).
+#[derive(Debug)]
+struct Drifting {
+    drift: Drift,
+    seed: u64,
+    /// Per model: whether its first dimension is the batch.
+    batching: Vec<bool>,
+    origin: OnceLock<tokio::time::Instant>,
+}
+
+/// `--input-data` and the expected outputs, read once per run.
+fn read_data(target: &TargetConfig) -> anyhow::Result<Option<InputData>> {
+    let Some(path) = &target.input_data else {
+        anyhow::ensure!(
+            target.validate.is_none(),
+            "--validate needs --input-data (with validation_data, or --expected)"
+        );
+        return Ok(None);
+    };
+    let mut data = inputs::load(path)?;
+    if let Some(expected) = &target.expected {
+        data.expected = inputs::load_expected(expected)?;
+    }
+    if target.validate.is_some() {
+        anyhow::ensure!(
+            data.expected.len() == data.rows.len(),
+            "--validate: {} expected outputs for {} input rows",
+            data.expected.len(),
+            data.rows.len()
+        );
+    }
+    Ok(Some(data))
+}
+
+/// The requests of `data` for `plan`: its rows in order, `batch_size` per request (the last
+/// request wraps around to the first rows), with the rows' expected outputs.
+fn data_pool(
+    plan: &ModelPlan,
+    target: &TargetConfig,
+    data: &InputData,
+) -> anyhow::Result<Vec<Pooled>> {
+    let batch = target.batch_size.max(1);
+    let requests = data.rows.len().div_ceil(batch);
+    (0..requests)
+        .map(|k| {
+            let rows: Vec<usize> = (k * batch..(k + 1) * batch)
+                .map(|i| i % data.rows.len())
+                .collect();
+            let batch_rows: Vec<&inputs::Row> = rows.iter().map(|&i| &data.rows[i]).collect();
+            let (inputs, raw) = inputs::encode(&plan.inputs, plan.max_batch_size > 0, &batch_rows)
+                .with_context(|| format!("model {}", target.model))?;
+            let mut expected = ExpectedOutputs::new();
+            for &i in &rows {
+                for (name, values) in data.expected.get(i).into_iter().flatten() {
+                    expected.entry(name.clone()).or_default().extend(values);
+                }
+            }
+            let request = ModelInferRequest {
+                model_name: target.model.clone(),
+                model_version: target.model_version.clone(),
+                inputs,
+                raw_input_contents: raw,
+                ..ModelInferRequest::default()
+            };
+            Ok(Pooled {
+                request,
+                expected: (target.validate.is_some()).then(|| Arc::new(expected)),
+            })
+        })
+        .collect()
+}
+
+/// Describes every model of `target` and builds its pool.
+pub async fn prepare(
+    client: &mut GrpcInferenceServiceClient<Channel>,
+    target: &TargetConfig,
+) -> anyhow::Result<Prepared> {
+    let models = target.mix();
+    let data = read_data(target)?;
+    let mut plans = Vec::with_capacity(models.len());
+    let mut pools = Vec::with_capacity(models.len());
+    for (i, model) in models.iter().enumerate() {
+        let plan = describe_model(client, target, &model.name).await?;
+        let mut own = TargetConfig {
+            model: model.name.clone(),
+            ..target.clone()
+        };
+        own.seed = target.seed.wrapping_add(i as u64);
+        let pool = match &data {
+            Some(data) => data_pool(&plan, &own, data)?,
+            None => build_pool(&plan, &own)
+                .into_iter()
+                .map(|request| Pooled {
+                    request,
+                    expected: None,
+                })
+                .collect(),
+        };
+        pools.push(pool);
+        plans.push(plan);
+    }
+    Ok(Prepared {
+        models,
+        plans,
+        pools,
+        tolerance: target.validate,
+        drift: target.drift.clone(),
+    })
+}
+
+/// Sends pooled requests round-robin over the connections: request `n` goes to model
+/// `mix.pick(n)` (weighted, seeded) as its pool entry `n % pool` on connection `n % K`.
 #[derive(Clone)]
 pub struct InferCall {
     clients: Arc<[GrpcInferenceServiceClient<Channel>]>,
-    pool: Arc<[ModelInferRequest]>,
+    pools: Arc<[Vec<Pooled>]>,
+    mix: Mix,
+    tolerance: Option<f64>,
+    drift: Option<Arc<Drifting>>,
     timeout: Option<Duration>,
 }
 
 impl InferCall {
-    /// A call over `clients` (at least one) cycling `pool` (at least one request), with an
-    /// optional per-request deadline.
+    /// A call of one model over `clients` (at least one) cycling `pool` (at least one
+    /// request), with an optional per-request deadline.
     pub fn new(
         clients: Vec<GrpcInferenceServiceClient<Channel>>,
         pool: Vec<ModelInferRequest>,
         timeout: Option<Duration>,
     ) -> Self {
-        assert!(!clients.is_empty() && !pool.is_empty());
+        let only = WeightedModel {
+            name: String::new(),
+            weight: 1,
+        };
+        let pool = pool
+            .into_iter()
+            .map(|request| Pooled {
+                request,
+                expected: None,
+            })
+            .collect();
+        let prepared = Prepared {
+            models: vec![only],
+            plans: vec![ModelPlan::default()],
+            pools: vec![pool],
+            tolerance: None,
+            drift: None,
+        };
+        Self::of(clients, prepared, 0, timeout)
+    }
+
+    /// A call of every model of `prepared`, picked by weight with `seed`.
+    pub fn of(
+        clients: Vec<GrpcInferenceServiceClient<Channel>>,
+        prepared: Prepared,
+        seed: u64,
+        timeout: Option<Duration>,
+    ) -> Self {
+        assert!(!clients.is_empty() && prepared.pools.iter().all(|p| !p.is_empty()));
+        let drift = prepared.drift.map(|drift| {
+            Arc::new(Drifting {
+                drift,
+                seed,
+                batching: prepared
+                    .plans
+                    .iter()
+                    .map(|p| p.max_batch_size > 0)
+                    .collect(),
+                origin: OnceLock::new(),
+            })
+        });
         Self {
+            drift,
             clients: clients.into(),
-            pool: pool.into(),
+            mix: Mix::new(&prepared.models, seed),
+            pools: prepared.pools.into(),
+            tolerance: prepared.tolerance,
             timeout,
         }
     }
@@ -215,9 +415,48 @@ fn late() -> Status {
 }
 
 impl Call for InferCall {
-    async fn call(&self, n: u64) -> Result<(), Status> {
+    async fn call(&self, n: u64) -> Answer {
+        let model = self.mix.pick(n);
+        let pool = &self.pools[model];
+        let pooled = &pool[(n % pool.len() as u64) as usize];
+        let request = match &self.drift {
+            None => pooled.request.clone(),
+            Some(d) => {
+                let origin = d
+                    .origin
+                    .get()
+                    .copied()
+                    .unwrap_or_else(tokio::time::Instant::now);
+                let f = d.drift.factor(origin.elapsed());
+                let seed = d.seed ^ n.wrapping_mul(0x2545_f491_4f6c_dd1d);
+                d.drift.apply(&pooled.request, d.batching[model], f, seed)
+            }
+        };
+        let result = self.send(n, request).await;
+        let mismatch = match (&result, self.tolerance, &pooled.expected) {
+            (Ok(response), Some(tolerance), Some(expected)) => {
+                validate::compare(response, expected, tolerance)
+            }
+            _ => None,
+        };
+        Answer {
+            model,
+            result: result.map(drop),
+            mismatch,
+        }
+    }
+
+    fn begin(&self, measure_from: tokio::time::Instant) {
+        if let Some(d) = &self.drift {
+            let _ = d.origin.set(measure_from);
+        }
+    }
+}
+
+impl InferCall {
+    async fn send(&self, n: u64, request: ModelInferRequest) -> Result<ModelInferResponse, Status> {
         let mut client = self.clients[(n % self.clients.len() as u64) as usize].clone();
-        let mut request = Request::new(self.pool[(n % self.pool.len() as u64) as usize].clone());
+        let mut request = Request::new(request);
         let answer = match self.timeout {
             None => client.model_infer(request).await,
             Some(deadline) => {
@@ -232,6 +471,6 @@ impl Call for InferCall {
                 }
             }
         };
-        answer.map(drop)
+        answer.map(tonic::Response::into_inner)
     }
 }

@@ -190,3 +190,117 @@ async fn the_binary_writes_json_and_fails_unmet_assertions() {
 
     worker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_writes_every_output_format_and_merges_logs() {
+    let worker = digits_worker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let bin = env!("CARGO_BIN_EXE_kiln-loadtest");
+    let out = tokio::process::Command::new(bin)
+        .args(["--url", &worker.grpc_addr.to_string(), "--model", "digits"])
+        .args(["--concurrency", "2", "--duration", "2", "--warmup", "0.2"])
+        .args([
+            "--format",
+            "ghz",
+            "--progress",
+            "lines",
+            "--json",
+            &path("r.json"),
+        ])
+        .args(["--csv", &path("r.csv"), "--html", &path("r.html")])
+        .args(["--ghz-json", &path("g.json"), "--hist-log", &path("r.hlog")])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let report: Report = serde_json::from_slice(&std::fs::read(path("r.json")).unwrap()).unwrap();
+    assert!(report.ok > 0 && report.errors == 0, "{report}");
+    let ghz: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(ghz["count"], report.sent);
+    assert_eq!(ghz["statusCodeDistribution"]["OK"], report.ok);
+    assert_eq!(ghz["total"], 2_000_000_000u64);
+    let ghz_file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path("g.json")).unwrap()).unwrap();
+    assert_eq!(ghz_file["count"], ghz["count"]);
+
+    // The worker has ModelStatistics: the window's requests, one inference each.
+    let server = report
+        .server
+        .as_ref()
+        .expect("the worker reports statistics");
+    let sent = report.sent as f64;
+    let requests = server.requests as f64;
+    assert!(
+        requests >= sent * 0.9 && requests <= sent * 1.1 + 50.0,
+        "{server:?} vs {sent}"
+    );
+    assert_eq!(server.inferences, server.requests);
+    assert!(
+        server.executions > 0 && server.avg_batch_size >= 1.0,
+        "{server:?}"
+    );
+    assert!(server.compute_infer_us > 0.0, "{server:?}");
+
+    let csv = std::fs::read_to_string(path("r.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert!(lines[0].starts_with("Concurrency,Inferences/Second,Client Send,Network+Server"));
+    assert!(lines[1].starts_with("2,"), "{csv}");
+    let html = std::fs::read_to_string(path("r.html")).unwrap();
+    assert_eq!(html.matches("<svg").count(), 3);
+
+    let merged = tokio::process::Command::new(bin)
+        .args([
+            "merge",
+            &path("r.hlog"),
+            &path("r.hlog"),
+            "--json",
+            &path("m.json"),
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        merged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&merged.stderr)
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path("m.json")).unwrap()).unwrap();
+    assert_eq!(m["count"], 2 * report.ok, "the same log twice counts twice");
+    assert!(String::from_utf8_lossy(&merged.stdout).contains("throughput"));
+
+    // A sweep: one CSV row and one HTML section per level, the plan JSON on stdout.
+    let sweep = tokio::process::Command::new(bin)
+        .args(["--url", &worker.grpc_addr.to_string(), "--model", "digits"])
+        .args(["--concurrency", "1,2", "--duration", "0.5", "--warmup", "0"])
+        .args(["--format", "json", "--progress", "off"])
+        .args(["--csv", &path("s.csv"), "--html", &path("s.html")])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        sweep.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sweep.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&sweep.stdout).unwrap();
+    assert_eq!(plan["runs"].as_array().map(Vec::len), Some(2), "{plan}");
+    let csv = std::fs::read_to_string(path("s.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    let html = std::fs::read_to_string(path("s.html")).unwrap();
+    assert_eq!(
+        html.matches("<section>").count(),
+        3,
+        "overview and two runs"
+    );
+
+    worker.shutdown().await;
+}
