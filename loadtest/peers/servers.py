@@ -188,7 +188,59 @@ class KilnTarget:
         return self.shared.cluster.logs() if self.shared.cluster else ""
 
 
-class MLServerTarget:
+class _PythonServer:
+    """A peer server run as one Python process tree in a temporary directory: launch, wait
+    until the digits model is ready, stop, logs. Subclasses set `name`, `log_name`,
+    `stop_grace_s` and implement `start` (calling `_launch`) and `inferences`."""
+
+    log_name = "server.log"
+    stop_grace_s = 20.0
+
+    def __init__(self, python: Path):
+        self.python = python
+        self.proc = None
+        self.tmp = None
+        self.grpc_port = None
+
+    def _launch(self, argv: list, what: str, env: dict | None = None) -> None:
+        log = open(self.tmp / self.log_name, "w")
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp,
+                                     start_new_session=True, env=env)
+        log.close()
+        try:
+            # An exited server ends the wait at once (wait_for swallows the predicate's errors).
+            wait_for(f"{what}'s digits model ready", self._ready_or_exited,
+                     timeout=START_TIMEOUT_S, interval=0.5)
+        except BaseException:
+            print(self.logs()[-3000:], file=sys.stderr)
+            raise
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{what} exited ({self.proc.returncode}):\n{self.logs()[-3000:]}")
+
+    def _ready_or_exited(self) -> bool:
+        return self.proc.poll() is not None or grpc_client(self.url).is_model_ready("digits")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process_tree(self.proc, grace_s=self.stop_grace_s)
+            self.proc = None
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+
+    @property
+    def url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def cpu_roots(self) -> list[int]:
+        return [self.proc.pid]
+
+    def logs(self) -> str:
+        p = self.tmp / self.log_name if self.tmp else None
+        return p.read_text(errors="replace") if p and p.exists() else ""
+
+
+class MLServerTarget(_PythonServer):
     """MLServer 1.7.1 + mlserver-sklearn, the digits MLP retrained into a joblib file."""
 
     name = "mlserver"
@@ -196,12 +248,12 @@ class MLServerTarget:
     description = ("MLServer 1.7.1 + mlserver-sklearn (sklearn MLPClassifier retrained "
                    "deterministically, predict_proba), 1 parallel worker, debug off")
 
+    log_name = "mlserver.log"
+
     def __init__(self, python: Path):
-        self.python = python
-        self.proc = None
-        self.tmp = None
+        super().__init__(python)
         self.parity = None
-        self.grpc_port = self.metrics_port = None
+        self.metrics_port = None
 
     def start(self) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="kiln-peers-mlserver-"))
@@ -216,51 +268,20 @@ class MLServerTarget:
         config = self.tmp / "model-config.bin"
         config.write_bytes(model_config_response())
         self.grpc_port, http_port, self.metrics_port = free_port(), free_port(), free_port()
-        log = open(self.tmp / "mlserver.log", "w")
-        self.proc = subprocess.Popen(
+        self._launch(
             [str(self.python), str(HERE / "mlserver_serve.py"), "--model-dir", str(self.tmp / "model"),
              "--workdir", str(self.tmp / "work"), "--grpc-port", str(self.grpc_port),
              "--http-port", str(http_port), "--metrics-port", str(self.metrics_port),
              "--model-config", str(config)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp, start_new_session=True)
-        log.close()
-        try:
-            wait_for("MLServer's digits model ready", self._ready, timeout=START_TIMEOUT_S, interval=0.5)
-        except BaseException:
-            print(self.logs()[-3000:], file=sys.stderr)
-            raise
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"MLServer exited ({self.proc.returncode}):\n{self.logs()[-3000:]}")
-        return grpc_client(self.url).is_model_ready("digits")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process_tree(self.proc)
-            self.proc = None
-        if self.tmp is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            self.tmp = None
-
-    @property
-    def url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    def cpu_roots(self) -> list[int]:
-        return [self.proc.pid]
+            "MLServer")
 
     def inferences(self) -> int:
         text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).read().decode()
         return int(sum(float(v) for v in re.findall(
             r'^model_infer_request_success_total\{[^}]*model="digits"[^}]*\} ([\d.e+]+)$', text, re.M)))
 
-    def logs(self) -> str:
-        p = self.tmp / "mlserver.log" if self.tmp else None
-        return p.read_text(errors="replace") if p and p.exists() else ""
 
-
-class TritonTarget:
+class TritonTarget(_PythonServer):
     """Triton Inference Server 2.51 through PyTriton 0.7.0, onnxruntime on model.onnx."""
 
     name = "triton"
@@ -268,59 +289,28 @@ class TritonTarget:
     description = ("Triton 2.51 (PyTriton 0.7.0, Python backend), onnxruntime 1.32 on "
                    "models/digits/1/model.onnx, dynamic batching max 64, queue delay 0, 1 instance")
 
+    log_name = "triton.log"
+    stop_grace_s = 40.0
+
     def __init__(self, python: Path):
-        self.python = python
-        self.proc = None
-        self.tmp = None
+        super().__init__(python)
         self.token = secrets.token_urlsafe(24)
-        self.grpc_port = None
 
     def start(self) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="kiln-peers-triton-"))
         self.grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
-        log = open(self.tmp / "triton.log", "w")
-        self.proc = subprocess.Popen(
+        self._launch(
             [str(self.python), str(HERE / "triton_serve.py"), "--model", str(PACKAGE / "model.onnx"),
              "--grpc-port", str(self.grpc_port), "--http-port", str(http_port),
-             "--metrics-port", str(metrics_port), "--access-token", self.token],
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp, start_new_session=True,
-            env=dict(os.environ, PYTRITON_HOME=str(self.tmp / "home")))
-        log.close()
-        try:
-            wait_for("Triton's digits model ready", self._ready, timeout=START_TIMEOUT_S, interval=0.5)
-        except BaseException:
-            print(self.logs()[-3000:], file=sys.stderr)
-            raise
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"triton_serve.py exited ({self.proc.returncode}):\n{self.logs()[-3000:]}")
-        return grpc_client(self.url).is_model_ready("digits")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process_tree(self.proc, grace_s=40.0)
-            self.proc = None
-        if self.tmp is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            self.tmp = None
-
-    @property
-    def url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    def cpu_roots(self) -> list[int]:
-        return [self.proc.pid]
+             "--metrics-port", str(metrics_port),
+             f"--access-token={self.token}"],  # a token may start with "-"
+            "Triton", env=dict(os.environ, PYTRITON_HOME=str(self.tmp / "home")))
 
     def inferences(self) -> int:
         stats = grpc_client(self.url).get_inference_statistics(
             "digits", headers={TOKEN_HEADER: self.token}, as_json=True)
         return sum(int(m.get("inference_stats", {}).get("success", {}).get("count", 0))
                    for m in stats.get("model_stats", []))
-
-    def logs(self) -> str:
-        p = self.tmp / "triton.log" if self.tmp else None
-        return p.read_text(errors="replace") if p and p.exists() else ""
 
 
 def check_labels(target, heldout: dict) -> dict:
