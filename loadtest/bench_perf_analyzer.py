@@ -39,11 +39,17 @@ def success_count(addr: str) -> int:
                for m in stats.get("model_stats", []))
 
 
-def perf_analyzer(url: str, concurrency: int, interval_ms: int, model: str = "digits") -> dict:
+def perf_analyzer_env() -> tuple[Path, dict]:
+    """perf_analyzer of this venv and the environment it runs in (it links libcudart.so.12,
+    from the nvidia-cuda-runtime wheel; no GPU is used)."""
     import nvidia.cuda_runtime
     lib = Path(nvidia.cuda_runtime.__path__[0]) / "lib"
     env = dict(os.environ, LD_LIBRARY_PATH=f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}")
-    pa = Path(sys.executable).parent / "perf_analyzer"
+    return Path(sys.executable).parent / "perf_analyzer", env
+
+
+def perf_analyzer(url: str, concurrency: int, interval_ms: int, model: str = "digits") -> dict:
+    pa, env = perf_analyzer_env()
     out = subprocess.run(
         [pa, "-m", model, "-u", url, "-i", "grpc", "-b", "1",
          "--concurrency-range", str(concurrency), "--measurement-interval", str(interval_ms),
