@@ -2,71 +2,20 @@
 //! coordinator) serving the digits demo model: closed and open loops through the library, and
 //! the binary's JSON and `--assert` exit codes.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+// The worker's own test fixture (digits package, in-memory coordinator, READY wait).
+#[path = "../../services/worker/tests/common/mod.rs"]
+mod worker_fixture;
+
 use std::time::Duration;
 
-use kiln_coord::codec::{self, AssignmentRecord, ModelVersionRecord, ReplicaState, TensorSpec};
-use kiln_coord::conformance::eventually;
-use kiln_coord::{MemoryCoordinator, SharedCoordinator, keys};
 use kiln_loadtest::target::InputPlan;
 use kiln_loadtest::{LoadConfig, LoadMode, Report, RunConfig, TargetConfig};
 
 /// Starts a worker with digits/1 assigned and waits until its replica is READY.
 async fn digits_worker() -> kiln_worker::Running {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../models/digits/1")
-        .canonicalize()
-        .expect("the digits package exists");
-    let model = std::fs::read(dir.join("model.onnx")).expect("model.onnx");
-    let spec = |name: &str, datatype: &str, dims: Vec<i64>| TensorSpec {
-        name: name.into(),
-        datatype: datatype.into(),
-        dims,
-    };
-    let record = ModelVersionRecord {
-        model: "digits".into(),
-        version: "1".into(),
-        package_uri: dir.display().to_string(),
-        sha256: kiln_worker::package::sha256_hex(&model),
-        format: "onnx".into(),
-        inputs: vec![spec("input", "FP32", vec![64])],
-        outputs: vec![
-            spec("label", "INT64", vec![]),
-            spec("probabilities", "FP32", vec![10]),
-        ],
-        reference_profile_uri: String::new(),
-    };
-    let coord: SharedCoordinator = Arc::new(MemoryCoordinator::new());
-    let key = keys::model_version("digits", "1");
-    codec::put(coord.as_ref(), &key, &record, 0).await.unwrap();
-    let assignment = AssignmentRecord {
-        worker_id: "w1".into(),
-        model: "digits".into(),
-        version: "1".into(),
-    };
-    let key = keys::assignment("w1", "digits", "1");
-    codec::put(coord.as_ref(), &key, &assignment, 0)
+    worker_fixture::ready_worker(worker_fixture::config("w1"))
         .await
-        .unwrap();
-    let config = kiln_worker::Config {
-        id: Some("w1".into()),
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        compute_threads: 2,
-        shutdown_grace_secs: 5,
-        ..kiln_worker::Config::default()
-    };
-    let worker = kiln_worker::start(config, coord.clone()).await.unwrap();
-    let replica = keys::replica("digits", "1", "w1");
-    eventually(Duration::from_secs(60), "digits/1 READY", || async {
-        codec::get::<codec::ReplicaRecord>(coord.as_ref(), &replica)
-            .await
-            .unwrap()
-            .is_some_and(|r| r.state == ReplicaState::Ready as i32)
-    })
-    .await;
-    worker
+        .worker
 }
 
 fn run_config(url: String, mode: LoadMode, batch_size: usize) -> RunConfig {

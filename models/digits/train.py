@@ -21,33 +21,26 @@ Outputs (paths relative to ``models/digits/``):
 
 import csv
 import json
-import os
 import sys
 from pathlib import Path
 
-# Single-threaded numerics so that reruns are bit-for-bit reproducible.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+sys.dont_write_bytecode = True
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
 
+from fit import N_FEATURES, SEED, fit, split  # noqa: E402  (pins numerics to one thread first)
+from zoo_common import per_item_dims  # noqa: E402
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from skl2onnx import to_onnx  # noqa: E402
 from skl2onnx.common.data_types import FloatTensorType  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
-from sklearn.neural_network import MLPClassifier  # noqa: E402
 
-SEED = 0
-TEST_SIZE = 0.25
-HIDDEN = (128, 64)
-MAX_ITER = 300
 N_REFERENCE = 500
 TARGET_OPSET = {"": 15, "ai.onnx.ml": 3}
-N_FEATURES = 64
 N_CLASSES = 10
 
-HERE = Path(__file__).resolve().parent
 PKG = HERE / "1"
 TESTDATA = HERE / "testdata"
 
@@ -81,17 +74,6 @@ max_queue_size = 1024
 """
 
 
-def per_item_dims(value_info):
-    """ONNX value_info shape without the leading (batch) dimension."""
-    dims = value_info.type.tensor_type.shape.dim
-    out = []
-    for d in dims[1:]:
-        if not d.HasField("dim_value"):
-            raise SystemExit(f"{value_info.name}: non-batch dim is symbolic: {d}")
-        out.append(int(d.dim_value))
-    return out
-
-
 def fmt_dims(dims):
     return ", ".join(str(d) for d in dims)
 
@@ -99,21 +81,8 @@ def fmt_dims(dims):
 def main():
     np.set_printoptions(precision=4, suppress=True, linewidth=120)
 
-    digits = load_digits()
-    X = digits.data.astype(np.float32)  # raw pixel intensities 0..16
-    y = digits.target.astype(np.int64)
-    assert X.shape[1] == N_FEATURES
-
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=TEST_SIZE, stratify=y, random_state=SEED
-    )
-
-    clf = MLPClassifier(
-        hidden_layer_sizes=HIDDEN,
-        max_iter=MAX_ITER,
-        random_state=SEED,
-    )
-    clf.fit(X_train, y_train)
+    X_train, X_test, y_train, y_test = split()
+    clf = fit(X_train, y_train)
     print(f"sklearn: iterations={clf.n_iter_} train_acc={clf.score(X_train, y_train):.4f} "
           f"test_acc={clf.score(X_test, y_test):.4f}")
 

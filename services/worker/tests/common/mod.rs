@@ -21,10 +21,20 @@ use tonic::transport::Channel;
 /// How long a test waits for the cluster to converge.
 pub const WITHIN: Duration = Duration::from_secs(60);
 
+/// The repository's `models/` directory, found above the crate being tested (this module is also
+/// included by kiln-loadtest's tests, which sit at another depth).
+pub fn models_dir() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors()
+        .map(|d| d.join("models"))
+        .find(|m| m.join("digits/1/kiln.toml").is_file())
+        .expect("models/digits/1 above the crate")
+}
+
 /// The demo package directory.
 pub fn package_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models/digits/1")
+    models_dir()
+        .join("digits/1")
         .canonicalize()
         .expect("the digits package exists")
 }
@@ -44,8 +54,7 @@ pub struct Heldout {
 
 /// The held-out data.
 pub fn heldout() -> Heldout {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/digits/testdata/heldout.json");
+    let path = models_dir().join("digits/testdata/heldout.json");
     serde_json::from_slice(&std::fs::read(path).expect("heldout.json")).expect("valid json")
 }
 
