@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_perf_analyzer import perf_analyzer_env  # noqa: E402
+from bench_perf_analyzer import perf_analyzer  # noqa: E402
 
 
 def start_cluster(model: str, cpus: str, log: Path) -> tuple[subprocess.Popen, str]:
@@ -41,28 +41,6 @@ def start_cluster(model: str, cpus: str, log: Path) -> tuple[subprocess.Popen, s
         time.sleep(0.5)
     proc.terminate()
     raise SystemExit("kiln up did not become ready in 180 s")
-
-
-def input_shape(model: str) -> str:
-    dims = re.search(r"\[\[inputs\]\][^\[]*dims = \[([^\]]*)\]",
-                     (ROOT / "models" / model / "1" / "kiln.toml").read_text())[1]
-    return ",".join(d.strip() for d in dims.split(","))
-
-
-def perf_analyzer(addr: str, model: str, c: int, cpus: str, window_ms: int) -> dict:
-    pa, env = perf_analyzer_env()
-    out = subprocess.run(["taskset", "-c", cpus, str(pa), "-m", model, "-i", "grpc",
-                          "-u", addr, "--concurrency-range", str(c), "--shape",
-                          f"input:{input_shape(model)}", "-p", str(window_ms), "-s", "10",
-                          "--max-trials", "10"],
-                         capture_output=True, text=True, timeout=600, env=env)
-    text = out.stdout + out.stderr
-    thr = re.findall(r"Throughput: ([0-9.]+) infer/sec", text)
-    p50 = re.findall(r"p50 latency: ([0-9]+) usec", text)
-    p99 = re.findall(r"p99 latency: ([0-9]+) usec", text)
-    if not (thr and p50 and p99):
-        raise SystemExit(f"perf_analyzer failed:\n{text[-2000:]}")
-    return {"thr": float(thr[-1]), "p50": int(p50[-1]), "p99": int(p99[-1])}
 
 
 def kiln_loadtest(addr: str, model: str, c: int, cpus: str, seconds: float, connections: int) -> dict:
@@ -93,7 +71,8 @@ def main() -> None:
     rows, worst = [], 0.0
     try:
         for c in (int(x) for x in args.levels.split(",")):
-            pa = perf_analyzer(addr, args.model, c, args.client_cpus, args.window_ms)
+            r = perf_analyzer(addr, c, args.window_ms, args.model, args.client_cpus, stability_percent=10)
+            pa = {"thr": r["throughput"], "p50": r["p50_us"], "p99": r["p99_us"]}
             lt = kiln_loadtest(addr, args.model, c, args.client_cpus, args.seconds, args.connections)
             d_thr = 100 * (lt["thr"] / pa["thr"] - 1)
             d_p50 = 100 * (lt["p50"] / pa["p50"] - 1)

@@ -48,12 +48,17 @@ def perf_analyzer_env() -> tuple[Path, dict]:
     return Path(sys.executable).parent / "perf_analyzer", env
 
 
-def perf_analyzer(url: str, concurrency: int, interval_ms: int, model: str = "digits") -> dict:
+def perf_analyzer(url: str, concurrency: int, interval_ms: int, model: str = "digits",
+                  cpus: str = "", stability_percent: int | None = None) -> dict:
+    """One perf_analyzer measurement (batch 1, closed loop), optionally pinned to `cpus` and with
+    its `-s` stability threshold."""
     pa, env = perf_analyzer_env()
+    pin = ["taskset", "-c", cpus] if cpus else []
+    stability = ["-s", str(stability_percent)] if stability_percent is not None else []
     out = subprocess.run(
-        [pa, "-m", model, "-u", url, "-i", "grpc", "-b", "1",
+        [*pin, pa, "-m", model, "-u", url, "-i", "grpc", "-b", "1",
          "--concurrency-range", str(concurrency), "--measurement-interval", str(interval_ms),
-         "--max-trials", "20"],
+         "--max-trials", "20", *stability],
         capture_output=True, text=True, timeout=600, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"perf_analyzer failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-2000:]}")
