@@ -100,6 +100,7 @@ fn assignment(worker_id: &str, model: &str, version: &str) -> Assignment {
         worker_id: worker_id.to_string(),
         model: model.to_string(),
         version: version.to_string(),
+        ..Default::default()
     }
 }
 

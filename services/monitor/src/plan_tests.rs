@@ -42,8 +42,10 @@ fn deployment(m: &str, versions: &[(&str, u32)]) -> DeploymentRecord {
                 version: (*v).into(),
                 replicas: *r,
                 traffic_weight: 100,
+                ..Default::default()
             })
             .collect(),
+        ..Default::default()
     }
 }
 

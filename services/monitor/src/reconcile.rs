@@ -129,6 +129,7 @@ async fn snapshot(coord: &dyn Coordinator) -> Result<Snapshot> {
                         worker_id: w.to_string(),
                         model: m.to_string(),
                         version: v.to_string(),
+                        ..Default::default()
                     },
                     kv.mod_revision,
                 )),

@@ -46,6 +46,7 @@ async fn register_deploy_and_list() {
         version: "1".into(),
         replicas: 2,
         traffic_weight: 0,
+        ..Default::default()
     };
     let err = admin.deploy(deploy.clone()).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
@@ -155,6 +156,7 @@ async fn register_deploy_and_list() {
         address: "127.0.0.1:9001".into(),
         state: ReplicaState::Ready as i32,
         reason: String::new(),
+        ..Default::default()
     };
     kiln_coord::codec::put(
         coord.as_ref(),

@@ -270,6 +270,7 @@ impl Agent {
             address: self.cfg.record.address.clone(),
             state: state as i32,
             reason,
+            memory_bytes: 0,
         };
         self.published.insert(key.clone(), record.clone());
         self.pending_deletes

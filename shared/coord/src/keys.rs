@@ -6,6 +6,7 @@
 //! /kiln/v1/deployments/{model}                        -             DeploymentRecord
 //! /kiln/v1/assignments/{worker_id}/{model}/{version}  -             AssignmentRecord (controller only)
 //! /kiln/v1/replicas/{model}/{version}/{worker_id}     lease=worker  ReplicaRecord
+//! /kiln/v1/drains/{worker_id}                         -             cordon (Admin DrainWorker)
 //! /kiln/v1/election/controller                        election      controller leader
 //! ```
 //! Model names, versions and worker ids must not contain `/` ([`valid_segment`]).
@@ -22,6 +23,9 @@ pub const DEPLOYMENTS: &str = "/kiln/v1/deployments/";
 pub const ASSIGNMENTS: &str = "/kiln/v1/assignments/";
 /// Prefix of replica states.
 pub const REPLICAS: &str = "/kiln/v1/replicas/";
+/// Prefix of cordons: a worker whose key exists here takes no new replicas and is emptied.
+/// Not lease-bound, so a cordon outlives the worker's restarts until it is lifted.
+pub const DRAINS: &str = "/kiln/v1/drains/";
 /// The controller's election.
 pub const CONTROLLER_ELECTION: &str = "/kiln/v1/election/controller";
 
@@ -48,6 +52,11 @@ pub fn model_version(model: &str, version: &str) -> String {
 /// `/kiln/v1/deployments/{model}`
 pub fn deployment(model: &str) -> String {
     format!("{DEPLOYMENTS}{model}")
+}
+
+/// `/kiln/v1/drains/{worker_id}`
+pub fn drain(worker_id: &str) -> String {
+    format!("{DRAINS}{worker_id}")
 }
 
 /// `/kiln/v1/assignments/{worker_id}/` — everything assigned to one worker.

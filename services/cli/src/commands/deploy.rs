@@ -54,6 +54,7 @@ pub async fn run(admin: &mut Admin, args: DeployArgs) -> anyhow::Result<()> {
             version: args.version.clone(),
             replicas: args.replicas,
             traffic_weight: args.traffic_weight,
+            ..Default::default()
         })
         .await
         .with_context(|| format!("deploying {}/{}", args.model, args.version))?

@@ -161,6 +161,7 @@ impl Cluster {
                     version: target.version.clone(),
                     replicas,
                     traffic_weight: 0,
+                    ..Default::default()
                 })
                 .await
                 .with_context(|| format!("deploying {}:{}", target.model, target.version))?;

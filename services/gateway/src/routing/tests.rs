@@ -27,6 +27,7 @@ fn replica(model: &str, version: &str, worker: &str, state: ReplicaState) -> Key
         } else {
             String::new()
         },
+        ..Default::default()
     };
     kv(keys::replica(model, version, worker), encode(&record))
 }
@@ -40,8 +41,10 @@ fn deployment(model: &str, weights: &[(&str, u32)]) -> KeyValue {
                 version: (*v).into(),
                 replicas: 1,
                 traffic_weight: *w,
+                ..Default::default()
             })
             .collect(),
+        ..Default::default()
     };
     kv(keys::deployment(model), encode(&record))
 }

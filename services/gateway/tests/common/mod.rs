@@ -354,6 +354,7 @@ pub async fn register_at(
         address: address.into(),
         state: state as i32,
         reason: String::new(),
+        ..Default::default()
     };
     codec::put(coord, &keys::replica(model, version, worker_id), &record, 0)
         .await
@@ -370,8 +371,10 @@ pub async fn deploy(coord: &dyn Coordinator, model: &str, weights: &[(&str, u32)
                 version: (*v).into(),
                 replicas: 1,
                 traffic_weight: *w,
+                ..Default::default()
             })
             .collect(),
+        ..Default::default()
     };
     codec::put(coord, &keys::deployment(model), &record, 0)
         .await

@@ -102,7 +102,7 @@ pub(super) async fn deploy(
     let written = update(coord, &req.model, |current| {
         let mut d = current.unwrap_or_else(|| DeploymentRecord {
             model: req.model.clone(),
-            versions: Vec::new(),
+            ..Default::default()
         });
         match d.versions.iter_mut().find(|v| v.version == req.version) {
             Some(v) => {
@@ -121,6 +121,7 @@ pub(super) async fn deploy(
                     version: req.version.clone(),
                     replicas: req.replicas,
                     traffic_weight: weight,
+                    ..Default::default()
                 });
             }
         }
@@ -251,6 +252,7 @@ mod tests {
             version: version.into(),
             replicas,
             traffic_weight: weight,
+            ..Default::default()
         }
     }
 

@@ -100,9 +100,16 @@ impl Admin for AdminService {
         Err(Error::Unimplemented(format!("Rollback {LATER}")).into())
     }
 
+    async fn drain_worker(&self, _req: Request<DrainWorkerRequest>) -> Reply<DrainWorkerResponse> {
+        Err(Error::Unimplemented(format!("DrainWorker {LATER}")).into())
+    }
+
     async fn list_workers(&self, _req: Request<ListWorkersRequest>) -> Reply<ListWorkersResponse> {
         let workers = listing::workers(self.coord.as_ref()).await?;
-        Ok(Response::new(ListWorkersResponse { workers }))
+        Ok(Response::new(ListWorkersResponse {
+            workers,
+            loads: Vec::new(),
+        }))
     }
 
     async fn list_deployments(

@@ -77,6 +77,7 @@ pub(super) async fn register(
             .as_ref()
             .map(|r| pkg.dir.join(r).display().to_string())
             .unwrap_or_default(),
+        size_bytes: 0,
     };
 
     let key = keys::model_version(&record.model, &record.version);

@@ -76,7 +76,9 @@ pub async fn deployed(coord: &SharedCoordinator, model: &str, version: &str, rep
             version: version.into(),
             replicas,
             traffic_weight: 100,
+            ..Default::default()
         }],
+        ..Default::default()
     };
     codec::put(coord.as_ref(), &keys::deployment(model), &record, 0)
         .await

@@ -79,6 +79,7 @@ pub fn digits_record() -> ModelVersionRecord {
             spec("probabilities", "FP32", vec![10]),
         ],
         reference_profile_uri: String::new(),
+        size_bytes: bytes.len() as u64,
     }
 }
 
@@ -111,6 +112,7 @@ pub async fn assign(coord: &SharedCoordinator, worker: &str, model: &str, versio
         worker_id: worker.into(),
         model: model.into(),
         version: version.into(),
+        ..Default::default()
     };
     codec::put(
         coord.as_ref(),
