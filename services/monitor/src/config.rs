@@ -23,6 +23,10 @@ pub struct Config {
     /// If set, RegisterModelVersion only accepts packages under this directory.
     #[arg(long, env = "KILN_PACKAGE_ROOT")]
     pub package_root: Option<PathBuf>,
+    /// Model repository: registration copies each package to REPOSITORY/MODEL/VERSION (sha256
+    /// checked on the copy) and workers load the copy. Unset: packages are used where they are.
+    #[arg(long, env = "KILN_REPOSITORY")]
+    pub repository: Option<PathBuf>,
     /// Largest Admin request accepted, bytes.
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
@@ -45,6 +49,7 @@ impl Default for Config {
             lease_ttl_secs: 3,
             reconcile_interval_ms: 1000,
             package_root: None,
+            repository: None,
             max_message_bytes: 4 * 1024 * 1024,
             request_timeout_secs: 30,
             shutdown_grace_secs: 5,

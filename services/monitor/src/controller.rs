@@ -141,8 +141,13 @@ async fn run(
             match election.is_leader(&key).await {
                 Ok(false) => break Ended::Lost,
                 Ok(true) => match reconciler.pass(coord.as_ref(), &key, &metrics).await {
-                    Ok(o) if o.created + o.deleted > 0 => {
-                        tracing::debug!(created = o.created, deleted = o.deleted, "reconciled");
+                    Ok(o) if o.created + o.deleted + o.retired > 0 => {
+                        tracing::debug!(
+                            created = o.created,
+                            deleted = o.deleted,
+                            retired = o.retired,
+                            "reconciled"
+                        );
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "reconcile pass failed"),

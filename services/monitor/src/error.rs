@@ -20,6 +20,10 @@ pub enum Error {
     /// A package path outside the configured package root.
     #[error("{0}")]
     PermissionDenied(String),
+    /// The request is valid but the cluster is not in a state to carry it out (e.g. promoting a
+    /// version with no ready replica).
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// Concurrent writers kept changing the record; the client may retry.
     #[error("{0}")]
     Conflict(String),
@@ -45,6 +49,7 @@ impl From<Error> for tonic::Status {
             Error::NotFound(m) => Status::not_found(m),
             Error::AlreadyExists(m) => Status::already_exists(m),
             Error::PermissionDenied(m) => Status::permission_denied(m),
+            Error::FailedPrecondition(m) => Status::failed_precondition(m),
             Error::Conflict(m) => Status::aborted(m),
             Error::Unimplemented(m) => Status::unimplemented(m),
             Error::Coord(e @ (CoordError::Unavailable(_) | CoordError::NoLeader(_))) => {
@@ -81,6 +86,10 @@ mod tests {
             Code::PermissionDenied
         );
         assert_eq!(code(Error::Conflict("x".into())), Code::Aborted);
+        assert_eq!(
+            code(Error::FailedPrecondition("x".into())),
+            Code::FailedPrecondition
+        );
         assert_eq!(code(Error::Unimplemented("x".into())), Code::Unimplemented);
         assert_eq!(
             code(CoordError::Unavailable("down".into()).into()),

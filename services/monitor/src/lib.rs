@@ -25,6 +25,7 @@ mod error;
 mod metrics;
 pub mod plan;
 mod reconcile;
+mod state;
 mod task;
 
 use std::net::SocketAddr;
@@ -43,7 +44,7 @@ pub use admin::AdminService;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use metrics::Metrics;
-pub use plan::{Assignment, Plan, PlanIssue, plan};
+pub use plan::{Assignment, ClusterState, Plan, PlanIssue, plan, retirements};
 
 use controller::{Controller, ControllerSettings};
 use task::Task;
@@ -87,10 +88,10 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
         .register_encoded_file_descriptor_set(kiln_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building the reflection service")?;
-    let admin = AdminServer::new(AdminService::new(
-        coord.clone(),
-        config.package_root.clone(),
-    ))
+    let admin = AdminServer::new(
+        AdminService::new(coord.clone(), config.package_root.clone())
+            .with_repository(config.repository.clone()),
+    )
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(config.max_message_bytes);
 

@@ -1,30 +1,59 @@
 //! Placement: the pure heart of the controller.
 //!
-//! [`plan`] compares the desired state (deployments) with the actual one (assignments) over the
-//! live workers and returns the assignments to create and to delete. It does no I/O and reads no
-//! clock, so every placement rule is unit-tested here and the reconciler only applies the result.
+//! [`plan`] compares the desired state (deployments) with the actual one (assignments and the
+//! replica states workers report) over the live workers and returns the assignments to create
+//! and to delete. It does no I/O and reads no clock, so every placement rule is unit-tested here
+//! and the reconciler only applies the result.
+//!
+//! A worker *fits* a version when it is live, not draining (shutting down or cordoned), has the
+//! version's backend (if the deployment names one), carries every label of its selector, and has
+//! the memory for it: its `capacity_bytes` (0 = unlimited) covers what its replicas hold plus the
+//! version's size. A version's size is the largest `memory_bytes` a replica of it reported after
+//! loading, else its package's `size_bytes` (the estimate before any load).
 //!
 //! The rules, in order:
-//! 1. An assignment survives only if its worker is live (its key exists), its version is deployed
-//!    with at least one replica, and that version is registered. Everything else is deleted.
-//! 2. A version never has more assignments than replicas: extras are deleted, draining workers
-//!    first, then the most loaded (ties: highest worker id), so the spread stays even.
-//! 3. Missing replicas go to distinct, live, non-draining workers that do not already host the
-//!    version, fewest assignments first (ties: lowest worker id), so plans are deterministic.
-//! 4. A replica on a draining worker moves when a replacement can be placed elsewhere (create the
-//!    new one, delete the old one in the same plan); with nowhere to go it stays put, because a
-//!    draining replica serves better than none.
-//! 5. Nothing else moves: a stable cluster yields an empty plan.
+//! 1. An assignment survives only if its worker is live, its version is deployed with at least
+//!    one replica, and that version is registered. Everything else is deleted.
+//! 2. Assignments on workers that no longer fit in any way but memory (draining, cordoned, wrong
+//!    backend or labels) are *leaving*: they stay until the version has as many READY replicas
+//!    on fitting workers as it wants (make before break), then they are deleted. A leaving
+//!    replica with nowhere to go stays put, because it serves better than none.
+//! 3. A version never has more staying assignments than replicas: extras are deleted, the most
+//!    loaded worker first (ties: highest worker id), so the spread stays even.
+//! 4. Missing replicas go to distinct fitting workers that do not already host the version:
+//!    fewest assignments first, then workers that already hold a replica record of the version
+//!    (a copy still loaded), then lowest id, so plans are deterministic.
+//! 5. Nothing else moves: a stable cluster yields an empty plan (memory is checked only when
+//!    placing; a replica whose reported size grew is not evicted).
 //!
-//! What cannot be done (a version that is not registered, more replicas than eligible workers) is
+//! What cannot be done (a version that is not registered, more replicas than fitting workers) is
 //! reported in [`Plan::issues`] for the caller to log, and the rest is still placed.
+//! [`retirements`] is the second pure step: which retiring versions may leave a deployment.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use kiln_proto::kiln::v1::{AssignmentRecord, DeploymentRecord, ModelVersionRecord, WorkerRecord};
+use kiln_proto::kiln::v1::{
+    AssignmentRecord, DeploymentRecord, DeploymentVersion, ModelVersionRecord, ReplicaRecord,
+    ReplicaState, WorkerRecord,
+};
 
 /// One replica placement: `/kiln/v1/assignments/{worker_id}/{model}/{version}`.
 pub type Assignment = AssignmentRecord;
+
+/// Everything the planner looks at, as read from the store at the start of a pass.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterState {
+    /// Live workers (their keys exist); `draining` already includes cordons.
+    pub workers: Vec<WorkerRecord>,
+    /// Deployments.
+    pub deployments: Vec<DeploymentRecord>,
+    /// Registered model versions.
+    pub models: Vec<ModelVersionRecord>,
+    /// Current assignments.
+    pub assignments: Vec<Assignment>,
+    /// Replica states reported by the workers.
+    pub replicas: Vec<ReplicaRecord>,
+}
 
 /// What the reconciler must write to reach the desired state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -54,7 +83,7 @@ pub enum PlanIssue {
         /// Version.
         version: String,
     },
-    /// Fewer eligible workers than replicas: only `placed` of `wanted` replicas are assigned.
+    /// Fewer fitting workers than replicas: only `placed` of `wanted` replicas are assigned.
     Unplaced {
         /// Model name.
         model: String,
@@ -83,7 +112,8 @@ impl std::fmt::Display for PlanIssue {
                 placed,
             } => write!(
                 f,
-                "{model}/{version} wants {wanted} replicas but only {placed} eligible workers are available"
+                "{model}/{version} wants {wanted} replicas but only {placed} fitting workers are available \
+                 (live, not draining, matching backend and selector, with memory to spare)"
             ),
         }
     }
@@ -95,7 +125,8 @@ fn key_of(a: &Assignment) -> VersionKey {
     (a.model.clone(), a.version.clone())
 }
 
-fn assignment(worker_id: &str, model: &str, version: &str) -> Assignment {
+/// An assignment of `model/version` to `worker_id` (no batching overrides).
+pub fn assignment(worker_id: &str, model: &str, version: &str) -> Assignment {
     Assignment {
         worker_id: worker_id.to_string(),
         model: model.to_string(),
@@ -104,35 +135,71 @@ fn assignment(worker_id: &str, model: &str, version: &str) -> Assignment {
     }
 }
 
-/// Computes the changes that turn `assignments` into the placement `deployments` ask for.
-///
-/// `workers` are the live workers (their keys exist), `models` the registered versions,
-/// `assignments` the current assignments. Inputs may come in any order; outputs are sorted
-/// deterministically (by model, version, then worker id).
-pub fn plan(
-    workers: &[WorkerRecord],
-    deployments: &[DeploymentRecord],
-    models: &[ModelVersionRecord],
-    assignments: &[Assignment],
-) -> Plan {
-    let live: HashMap<&str, &WorkerRecord> = workers.iter().map(|w| (w.id.as_str(), w)).collect();
-    let registered: BTreeSet<VersionKey> = models
+/// Whether `w` satisfies a version's backend and selector (memory aside).
+fn matches(w: &WorkerRecord, d: &DeploymentVersion) -> bool {
+    (d.backend.is_empty() || d.backend == w.backend)
+        && d.selector
+            .iter()
+            .all(|(k, v)| w.labels.get(k).is_some_and(|have| have == v))
+}
+
+/// The memory one replica of each version needs (see the module docs).
+pub fn version_sizes(state: &ClusterState) -> HashMap<VersionKey, u64> {
+    let mut size: HashMap<VersionKey, u64> = state
+        .models
+        .iter()
+        .map(|m| ((m.model.clone(), m.version.clone()), m.size_bytes))
+        .collect();
+    let mut reported: HashMap<VersionKey, u64> = HashMap::new();
+    for r in &state.replicas {
+        if r.memory_bytes > 0 {
+            let e = reported
+                .entry((r.model.clone(), r.version.clone()))
+                .or_default();
+            *e = (*e).max(r.memory_bytes);
+        }
+    }
+    size.extend(reported);
+    size
+}
+
+/// Computes the changes that turn the current assignments into the placement the deployments
+/// ask for. Inputs may come in any order; outputs are sorted deterministically (by model,
+/// version, then worker id).
+pub fn plan(state: &ClusterState) -> Plan {
+    let live: HashMap<&str, &WorkerRecord> =
+        state.workers.iter().map(|w| (w.id.as_str(), w)).collect();
+    let registered: BTreeSet<VersionKey> = state
+        .models
         .iter()
         .map(|m| (m.model.clone(), m.version.clone()))
+        .collect();
+    let sizes = version_sizes(state);
+    let size_of = |k: &VersionKey| sizes.get(k).copied().unwrap_or(0);
+    let ready: BTreeSet<(&str, &str, &str)> = state
+        .replicas
+        .iter()
+        .filter(|r| r.state == ReplicaState::Ready as i32)
+        .map(|r| (r.model.as_str(), r.version.as_str(), r.worker_id.as_str()))
+        .collect();
+    let holders: BTreeSet<(&str, &str, &str)> = state
+        .replicas
+        .iter()
+        .map(|r| (r.model.as_str(), r.version.as_str(), r.worker_id.as_str()))
         .collect();
 
     let mut out = Plan::default();
 
-    // Desired replicas per registered, deployed version.
-    let mut desired: BTreeMap<VersionKey, u32> = BTreeMap::new();
-    for d in deployments {
+    // Desired versions, registered and with replicas.
+    let mut desired: BTreeMap<VersionKey, &DeploymentVersion> = BTreeMap::new();
+    for d in &state.deployments {
         for v in &d.versions {
             if v.replicas == 0 {
                 continue;
             }
             let key = (d.model.clone(), v.version.clone());
             if registered.contains(&key) {
-                desired.insert(key, v.replicas);
+                desired.insert(key, v);
             } else {
                 out.issues.push(PlanIssue::Unregistered {
                     model: key.0,
@@ -144,7 +211,7 @@ pub fn plan(
 
     // Rule 1: keep only assignments on live workers of wanted versions.
     let mut kept: BTreeMap<VersionKey, Vec<Assignment>> = BTreeMap::new();
-    for a in assignments {
+    for a in &state.assignments {
         if live.contains_key(a.worker_id.as_str()) && desired.contains_key(&key_of(a)) {
             kept.entry(key_of(a)).or_default().push(a.clone());
         } else {
@@ -152,72 +219,87 @@ pub fn plan(
         }
     }
 
-    // Load = surviving assignments per worker, updated as the plan creates and deletes.
-    let mut load: HashMap<String, usize> = workers.iter().map(|w| (w.id.clone(), 0)).collect();
+    // Load (assignment count) and memory per worker, updated as the plan creates and deletes.
+    let mut load: HashMap<String, usize> =
+        state.workers.iter().map(|w| (w.id.clone(), 0)).collect();
+    let mut used: HashMap<String, u64> = state.workers.iter().map(|w| (w.id.clone(), 0)).collect();
     for a in kept.values().flatten() {
         *load.entry(a.worker_id.clone()).or_default() += 1;
+        *used.entry(a.worker_id.clone()).or_default() += size_of(&key_of(a));
     }
-    let draining = |id: &str| live.get(id).is_some_and(|w| w.draining);
+    let stays = |id: &str, v: &DeploymentVersion| {
+        live.get(id).is_some_and(|w| !w.draining && matches(w, v))
+    };
 
-    // Rule 2: trim versions with more assignments than replicas.
-    for (key, list) in kept.iter_mut() {
-        let wanted = desired[key] as usize;
-        if list.len() <= wanted {
-            continue;
-        }
-        // Most removable first: draining, then most loaded, then highest id.
-        list.sort_by(|a, b| {
-            let rank = |x: &Assignment| (draining(&x.worker_id), load[&x.worker_id]);
-            rank(b)
-                .cmp(&rank(a))
-                .then_with(|| b.worker_id.cmp(&a.worker_id))
-        });
-        for extra in list.drain(..list.len() - wanted) {
-            *load.get_mut(&extra.worker_id).expect("live worker") -= 1;
-            out.delete.push(extra);
-        }
-    }
+    let mut sorted_workers: Vec<&WorkerRecord> = state.workers.iter().collect();
+    sorted_workers.sort_by(|a, b| a.id.cmp(&b.id));
+    for (key, dv) in &desired {
+        let wanted = dv.replicas as usize;
+        let size = size_of(key);
+        let list = kept.remove(key).unwrap_or_default();
+        let (mut staying, leaving): (Vec<Assignment>, Vec<Assignment>) =
+            list.into_iter().partition(|a| stays(&a.worker_id, dv));
 
-    // Rules 3 and 4: fill missing replicas, then move replicas off draining workers.
-    let mut eligible: Vec<&WorkerRecord> = workers.iter().filter(|w| !w.draining).collect();
-    eligible.sort_by(|a, b| a.id.cmp(&b.id));
-    for (key, &wanted) in &desired {
-        let list = kept.entry(key.clone()).or_default();
-        let hosted: BTreeSet<String> = list.iter().map(|a| a.worker_id.clone()).collect();
-        let mut candidates: Vec<&WorkerRecord> = eligible
+        // Rule 3: trim extras among the staying, most loaded first (ties: highest id).
+        if staying.len() > wanted {
+            staying.sort_by(|a, b| {
+                load[&b.worker_id]
+                    .cmp(&load[&a.worker_id])
+                    .then_with(|| b.worker_id.cmp(&a.worker_id))
+            });
+            for extra in staying.drain(..staying.len() - wanted) {
+                *load.get_mut(&extra.worker_id).expect("live worker") -= 1;
+                *used.get_mut(&extra.worker_id).expect("live worker") -= size;
+                out.delete.push(extra);
+            }
+        }
+
+        // Rule 2: leaving replicas go once the staying ones are all READY.
+        let ready_staying = staying
+            .iter()
+            .filter(|a| ready.contains(&(key.0.as_str(), key.1.as_str(), a.worker_id.as_str())))
+            .count();
+        if ready_staying >= wanted {
+            out.delete.extend(leaving.iter().cloned());
+        }
+
+        // Rule 4: place what is missing.
+        let hosted: BTreeSet<&str> = staying
+            .iter()
+            .chain(&leaving)
+            .map(|a| a.worker_id.as_str())
+            .collect();
+        let mut candidates: Vec<&WorkerRecord> = sorted_workers
             .iter()
             .copied()
-            .filter(|w| !hosted.contains(&w.id))
+            .filter(|w| !w.draining && matches(w, dv) && !hosted.contains(w.id.as_str()))
             .collect();
-        let missing = (wanted as usize).saturating_sub(list.len());
-        let on_draining: Vec<Assignment> = list
-            .iter()
-            .filter(|a| draining(&a.worker_id))
-            .cloned()
-            .collect();
-        let mut placed = list.len();
-        for step in 0..missing + on_draining.len() {
-            // Least loaded first; ties by id (the candidates are sorted by id and the sort is stable).
-            candidates.sort_by_key(|w| load[&w.id]);
-            if candidates.is_empty() {
+        let holds =
+            |w: &WorkerRecord| holders.contains(&(key.0.as_str(), key.1.as_str(), w.id.as_str()));
+        let mut placed = staying.len();
+        while placed < wanted {
+            // Least loaded, then holders of a copy, then lowest id (candidates are id-sorted
+            // and the sort is stable).
+            candidates.sort_by_key(|w| (load[&w.id], !holds(w)));
+            let fits = |w: &&WorkerRecord| {
+                w.capacity_bytes == 0 || used[&w.id].saturating_add(size) <= w.capacity_bytes
+            };
+            let Some(i) = candidates.iter().position(fits) else {
                 break;
-            }
-            let w = candidates.remove(0);
+            };
+            let w = candidates.remove(i);
             *load.get_mut(&w.id).expect("live worker") += 1;
-            out.create.push(assignment(&w.id, &key.0, &key.1));
-            if step < missing {
-                placed += 1;
-            } else {
-                let old = &on_draining[step - missing];
-                *load.get_mut(&old.worker_id).expect("live worker") -= 1;
-                out.delete.push(old.clone());
-            }
+            *used.get_mut(&w.id).expect("live worker") += size;
+            let mut a = assignment(&w.id, &key.0, &key.1);
+            a.batching = dv.batching.clone();
+            out.create.push(a);
+            placed += 1;
         }
-        if placed < wanted as usize {
+        if placed < wanted {
             out.issues.push(PlanIssue::Unplaced {
                 model: key.0.clone(),
                 version: key.1.clone(),
-                wanted,
+                wanted: dv.replicas,
                 placed: placed as u32,
             });
         }
@@ -228,6 +310,44 @@ pub fn plan(
     };
     out.create.sort_by(order);
     out.delete.sort_by(order);
+    out
+}
+
+/// Deployments whose retiring versions may go: every version that takes traffic (weight > 0,
+/// not retiring) has all its replicas READY. Returns each changed record without those versions.
+pub fn retirements(state: &ClusterState) -> Vec<DeploymentRecord> {
+    let mut ready: HashMap<(&str, &str), usize> = HashMap::new();
+    for r in &state.replicas {
+        if r.state == ReplicaState::Ready as i32 {
+            *ready
+                .entry((r.model.as_str(), r.version.as_str()))
+                .or_default() += 1;
+        }
+    }
+    let mut out = Vec::new();
+    for d in &state.deployments {
+        if !d.versions.iter().any(|v| v.retiring) {
+            continue;
+        }
+        let serving: Vec<&DeploymentVersion> = d
+            .versions
+            .iter()
+            .filter(|v| !v.retiring && v.traffic_weight > 0)
+            .collect();
+        let all_ready = !serving.is_empty()
+            && serving.iter().all(|v| {
+                ready
+                    .get(&(d.model.as_str(), v.version.as_str()))
+                    .copied()
+                    .unwrap_or(0)
+                    >= v.replicas as usize
+            });
+        if all_ready {
+            let mut next = d.clone();
+            next.versions.retain(|v| !v.retiring);
+            out.push(next);
+        }
+    }
     out
 }
 

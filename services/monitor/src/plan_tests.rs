@@ -49,6 +49,33 @@ fn deployment(m: &str, versions: &[(&str, u32)]) -> DeploymentRecord {
     }
 }
 
+/// The planner over these inputs, with no replica reported yet.
+fn plan_of(
+    workers: &[WorkerRecord],
+    deployments: &[DeploymentRecord],
+    models: &[ModelVersionRecord],
+    assignments: &[Assignment],
+) -> Plan {
+    plan(&ClusterState {
+        workers: workers.to_vec(),
+        deployments: deployments.to_vec(),
+        models: models.to_vec(),
+        assignments: assignments.to_vec(),
+        replicas: Vec::new(),
+    })
+}
+
+fn replica(w: &str, m: &str, v: &str, state: ReplicaState, memory_bytes: u64) -> ReplicaRecord {
+    ReplicaRecord {
+        model: m.into(),
+        version: v.into(),
+        worker_id: w.into(),
+        state: state as i32,
+        memory_bytes,
+        ..Default::default()
+    }
+}
+
 fn a(w: &str, m: &str, v: &str) -> Assignment {
     assignment(w, m, v)
 }
@@ -77,7 +104,7 @@ fn workers_of(set: &[Assignment], m: &str, v: &str) -> Vec<String> {
 #[test]
 fn spreads_replicas_over_distinct_workers() {
     let ws = workers(&["w1", "w2", "w3"]);
-    let p = plan(
+    let p = plan_of(
         &ws,
         &[deployment("digits", &[("1", 2)])],
         &[model("digits", "1")],
@@ -96,7 +123,7 @@ fn prefers_the_least_loaded_workers() {
     let ws = workers(&["w1", "w2", "w3"]);
     let deps = [deployment("a", &[("1", 2)]), deployment("b", &[("1", 2)])];
     let models = [model("a", "1"), model("b", "1")];
-    let p = plan(&ws, &deps, &models, &[]);
+    let p = plan_of(&ws, &deps, &models, &[]);
     // a/1 takes w1, w2; b/1 then takes w3 (empty) and w1 (lowest id among the loaded).
     assert_eq!(
         p.create,
@@ -109,7 +136,7 @@ fn prefers_the_least_loaded_workers() {
     );
     // Existing load counts too: w1 already hosts something else.
     let existing = [a("w1", "b", "1")];
-    let p = plan(
+    let p = plan_of(
         &ws,
         &[deployment("a", &[("1", 2)]), deployment("b", &[("1", 1)])],
         &models,
@@ -122,7 +149,7 @@ fn prefers_the_least_loaded_workers() {
 fn never_places_two_replicas_of_a_version_on_one_worker() {
     let ws = workers(&["w1", "w2"]);
     let existing = [a("w1", "m", "1")];
-    let p = plan(
+    let p = plan_of(
         &ws,
         &[deployment("m", &[("1", 2)])],
         &[model("m", "1")],
@@ -130,7 +157,7 @@ fn never_places_two_replicas_of_a_version_on_one_worker() {
     );
     assert_eq!(p.create, vec![a("w2", "m", "1")]);
     // Two versions of one model may share a worker.
-    let p = plan(
+    let p = plan_of(
         &workers(&["w1"]),
         &[deployment("m", &[("1", 1), ("2", 1)])],
         &[model("m", "1"), model("m", "2")],
@@ -144,7 +171,7 @@ fn nothing_moves_when_stable() {
     let ws = workers(&["w1", "w2", "w3"]);
     // A placement the planner would not have chosen itself is still left alone.
     let existing = [a("w2", "m", "1"), a("w3", "m", "1")];
-    let p = plan(
+    let p = plan_of(
         &ws,
         &[deployment("m", &[("1", 2)])],
         &[model("m", "1")],
@@ -159,7 +186,7 @@ fn replaces_assignments_of_dead_workers() {
     // w2 died: its key is gone, so it is not in `workers`.
     let ws = workers(&["w1", "w3"]);
     let existing = [a("w1", "m", "1"), a("w2", "m", "1")];
-    let p = plan(
+    let p = plan_of(
         &ws,
         &[deployment("m", &[("1", 2)])],
         &[model("m", "1")],
@@ -183,11 +210,11 @@ fn scales_down_from_the_most_loaded() {
         deployment("other", &[("1", 1)]),
     ];
     let models = [model("m", "1"), model("other", "1")];
-    let p = plan(&ws, &deps, &models, &existing);
+    let p = plan_of(&ws, &deps, &models, &existing);
     assert_eq!(p.delete, vec![a("w2", "m", "1")]);
     assert!(p.create.is_empty());
     // Equal load: the highest worker id goes.
-    let p = plan(
+    let p = plan_of(
         &ws,
         &[deployment("m", &[("1", 1)])],
         &[model("m", "1")],
@@ -202,14 +229,14 @@ fn undeploy_removes_every_assignment_of_the_version() {
     let existing = [a("w1", "m", "1"), a("w2", "m", "1"), a("w1", "m", "2")];
     let models = [model("m", "1"), model("m", "2")];
     // Version 1 removed from the deployment.
-    let p = plan(&ws, &[deployment("m", &[("2", 1)])], &models, &existing);
+    let p = plan_of(&ws, &[deployment("m", &[("2", 1)])], &models, &existing);
     assert_eq!(p.delete, vec![a("w1", "m", "1"), a("w2", "m", "1")]);
     assert!(p.create.is_empty());
     // The whole deployment removed.
-    let p = plan(&ws, &[], &models, &existing);
+    let p = plan_of(&ws, &[], &models, &existing);
     assert_eq!(p.delete.len(), 3);
     // Zero replicas behaves like undeploy.
-    let p = plan(
+    let p = plan_of(
         &ws,
         &[deployment("m", &[("1", 0), ("2", 1)])],
         &models,
@@ -221,7 +248,7 @@ fn undeploy_removes_every_assignment_of_the_version() {
 #[test]
 fn draining_workers_get_nothing_new() {
     let ws = vec![draining("w1"), worker("w2"), worker("w3")];
-    let p = plan(
+    let p = plan_of(
         &ws,
         &[deployment("m", &[("1", 2)])],
         &[model("m", "1")],
@@ -231,42 +258,178 @@ fn draining_workers_get_nothing_new() {
 }
 
 #[test]
-fn replicas_move_off_draining_workers_when_there_is_room() {
+fn replicas_move_off_draining_workers_make_before_break() {
     let ws = vec![draining("w1"), worker("w2"), worker("w3")];
     let existing = [a("w1", "m", "1"), a("w2", "m", "1")];
-    let p = plan(
-        &ws,
-        &[deployment("m", &[("1", 2)])],
-        &[model("m", "1")],
-        &existing,
-    );
+    let mut state = ClusterState {
+        workers: ws,
+        deployments: vec![deployment("m", &[("1", 2)])],
+        models: vec![model("m", "1")],
+        assignments: existing.to_vec(),
+        replicas: vec![
+            replica("w1", "m", "1", ReplicaState::Ready, 0),
+            replica("w2", "m", "1", ReplicaState::Ready, 0),
+        ],
+    };
+    // The replacement is placed first; the draining replica keeps serving meanwhile.
+    let p = plan(&state);
     assert_eq!(p.create, vec![a("w3", "m", "1")]);
+    assert!(p.delete.is_empty(), "{p:?}");
+    // Still loading: nothing changes.
+    state.assignments = apply(&existing, &p);
+    state
+        .replicas
+        .push(replica("w3", "m", "1", ReplicaState::Loading, 0));
+    assert!(plan(&state).is_empty());
+    // Ready: now the draining one goes.
+    state.replicas[2].state = ReplicaState::Ready as i32;
+    let p = plan(&state);
     assert_eq!(p.delete, vec![a("w1", "m", "1")]);
+    assert!(p.create.is_empty());
+
     // Nowhere to go: the draining replica stays.
     let ws = vec![draining("w1"), worker("w2")];
-    let p = plan(
+    let p = plan_of(
         &ws,
         &[deployment("m", &[("1", 2)])],
         &[model("m", "1")],
         &existing,
     );
     assert!(p.is_empty(), "{p:?}");
-    // Scaling down drops the draining replica first.
-    let ws = vec![draining("w1"), worker("w2"), worker("w3")];
-    let p = plan(
-        &ws,
-        &[deployment("m", &[("1", 1)])],
-        &[model("m", "1")],
-        &existing,
-    );
+    // Scaling down while w2 is ready drops the draining replica.
+    let state = ClusterState {
+        workers: vec![draining("w1"), worker("w2"), worker("w3")],
+        deployments: vec![deployment("m", &[("1", 1)])],
+        models: vec![model("m", "1")],
+        assignments: existing.to_vec(),
+        replicas: vec![replica("w2", "m", "1", ReplicaState::Ready, 0)],
+    };
+    let p = plan(&state);
     assert_eq!(p.delete, vec![a("w1", "m", "1")]);
     assert!(p.create.is_empty());
 }
 
 #[test]
+fn respects_backend_and_selector_and_moves_off_a_mismatch() {
+    let mut gpu = worker("g1");
+    gpu.backend = "wgpu".into();
+    gpu.labels.insert("zone".into(), "a".into());
+    let mut cpu = worker("c1");
+    cpu.backend = "flex".into();
+    cpu.labels.insert("zone".into(), "a".into());
+    let mut cpu_b = worker("c2");
+    cpu_b.backend = "flex".into();
+    cpu_b.labels.insert("zone".into(), "b".into());
+    let mut dep = deployment("m", &[("1", 2)]);
+    dep.versions[0].backend = "flex".into();
+    dep.versions[0].selector.insert("zone".into(), "a".into());
+    let ws = vec![gpu, cpu, cpu_b];
+    let p = plan_of(&ws, &[dep.clone()], &[model("m", "1")], &[]);
+    assert_eq!(p.create, vec![a("c1", "m", "1")]);
+    assert_eq!(p.issues.len(), 1, "only one worker fits");
+    // An existing replica on a worker that no longer matches moves, make before break.
+    dep.versions[0].replicas = 1;
+    let state = ClusterState {
+        workers: ws,
+        deployments: vec![dep],
+        models: vec![model("m", "1")],
+        assignments: vec![a("g1", "m", "1")],
+        replicas: vec![replica("g1", "m", "1", ReplicaState::Ready, 0)],
+    };
+    let p = plan(&state);
+    assert_eq!(p.create, vec![a("c1", "m", "1")]);
+    assert!(p.delete.is_empty());
+}
+
+#[test]
+fn memory_capacity_is_respected() {
+    let cap = |id: &str, bytes: u64| WorkerRecord {
+        capacity_bytes: bytes,
+        ..worker(id)
+    };
+    let sized = |m: &str, bytes: u64| ModelVersionRecord {
+        size_bytes: bytes,
+        ..model(m, "1")
+    };
+    // w1 holds 100 bytes, w2 1000, w3 unlimited.
+    let ws = vec![cap("w1", 100), cap("w2", 1000), cap("w3", 0)];
+    let models = [sized("small", 60), sized("big", 500)];
+    let deps = [
+        deployment("small", &[("1", 3)]),
+        deployment("big", &[("1", 3)]),
+    ];
+    let p = plan_of(&ws, &deps, &models, &[]);
+    let after = apply(&[], &p);
+    assert_eq!(workers_of(&after, "big", "1"), ["w2", "w3"]);
+    assert_eq!(workers_of(&after, "small", "1"), ["w1", "w2", "w3"]);
+    assert_eq!(p.issues.len(), 1, "big has no third home: {:?}", p.issues);
+    // A size reported after load replaces the package estimate.
+    let state = ClusterState {
+        workers: vec![cap("w1", 100), cap("w2", 100)],
+        deployments: vec![deployment("small", &[("1", 2)])],
+        models: vec![sized("small", 60)],
+        assignments: vec![a("w1", "small", "1")],
+        replicas: vec![replica("w1", "small", "1", ReplicaState::Ready, 150)],
+    };
+    let p = plan(&state);
+    assert!(p.create.is_empty(), "150 bytes fit nowhere: {p:?}");
+    assert!(
+        p.delete.is_empty(),
+        "an existing replica is never evicted for size"
+    );
+}
+
+#[test]
+fn prefers_a_worker_that_still_holds_a_copy_and_copies_batching_overrides() {
+    let ws = workers(&["w1", "w2", "w3"]);
+    let mut dep = deployment("m", &[("1", 1)]);
+    dep.versions[0].batching = Some(kiln_proto::kiln::v1::BatchingOverrides {
+        max_batch_size: 8,
+        ..Default::default()
+    });
+    let state = ClusterState {
+        workers: ws,
+        deployments: vec![dep],
+        models: vec![model("m", "1")],
+        assignments: vec![],
+        replicas: vec![replica("w2", "m", "1", ReplicaState::Ready, 0)],
+    };
+    let p = plan(&state);
+    assert_eq!(p.create.len(), 1);
+    assert_eq!(p.create[0].worker_id, "w2");
+    assert_eq!(p.create[0].batching.as_ref().unwrap().max_batch_size, 8);
+}
+
+#[test]
+fn retiring_versions_leave_once_the_serving_ones_are_ready() {
+    let mut dep = deployment("m", &[("1", 2), ("2", 2)]);
+    dep.versions[0].retiring = true;
+    dep.versions[0].traffic_weight = 0;
+    let mut state = ClusterState {
+        workers: workers(&["w1", "w2"]),
+        deployments: vec![dep],
+        models: vec![model("m", "1"), model("m", "2")],
+        assignments: vec![],
+        replicas: vec![replica("w1", "m", "2", ReplicaState::Ready, 0)],
+    };
+    assert!(retirements(&state).is_empty(), "v2 has 1 of 2 ready");
+    state
+        .replicas
+        .push(replica("w2", "m", "2", ReplicaState::Ready, 0));
+    let next = retirements(&state);
+    assert_eq!(next.len(), 1);
+    let versions: Vec<&str> = next[0]
+        .versions
+        .iter()
+        .map(|v| v.version.as_str())
+        .collect();
+    assert_eq!(versions, ["2"]);
+}
+
+#[test]
 fn more_replicas_than_workers_places_what_it_can() {
     let ws = workers(&["w1", "w2"]);
-    let p = plan(
+    let p = plan_of(
         &ws,
         &[deployment("m", &[("1", 3)])],
         &[model("m", "1")],
@@ -284,7 +447,7 @@ fn more_replicas_than_workers_places_what_it_can() {
     );
     assert!(p.issues[0].to_string().contains("wants 3 replicas"));
     // No workers at all.
-    let p = plan(
+    let p = plan_of(
         &[],
         &[deployment("m", &[("1", 1)])],
         &[model("m", "1")],
@@ -297,7 +460,7 @@ fn more_replicas_than_workers_places_what_it_can() {
 #[test]
 fn unregistered_versions_are_never_assigned() {
     let ws = workers(&["w1"]);
-    let p = plan(
+    let p = plan_of(
         &ws,
         &[deployment("m", &[("1", 1), ("2", 1)])],
         &[model("m", "1")],
@@ -312,7 +475,7 @@ fn unregistered_versions_are_never_assigned() {
         }]
     );
     // An existing assignment of a version whose record vanished is removed.
-    let p = plan(
+    let p = plan_of(
         &ws,
         &[deployment("m", &[("2", 1)])],
         &[model("m", "1")],
@@ -360,7 +523,7 @@ fn converges_in_one_plan_and_then_stays_put() {
         }
         let existing: Vec<Assignment> = existing.iter().map(|(m, v, w)| a(w, m, v)).collect();
 
-        let p = plan(&ws, &deps, &models, &existing);
+        let p = plan_of(&ws, &deps, &models, &existing);
         let after = apply(&existing, &p);
         // Every delete existed, no create existed.
         assert!(p.delete.iter().all(|d| existing.contains(d)));
@@ -370,6 +533,10 @@ fn converges_in_one_plan_and_then_stays_put() {
         for d in &deps {
             for v in &d.versions {
                 let on = workers_of(&after, &d.model, &v.version);
+                let staying: Vec<&String> = on
+                    .iter()
+                    .filter(|w| live.get(w.as_str()) == Some(&false))
+                    .collect();
                 let distinct: BTreeSet<_> = on.iter().collect();
                 assert_eq!(distinct.len(), on.len(), "distinct workers");
                 assert!(
@@ -377,11 +544,11 @@ fn converges_in_one_plan_and_then_stays_put() {
                     "live workers"
                 );
                 assert!(
-                    on.len() <= v.replicas as usize,
+                    staying.len() <= v.replicas as usize,
                     "not over the replica count"
                 );
                 assert!(
-                    on.len() >= (v.replicas as usize).min(eligible),
+                    staying.len() >= (v.replicas as usize).min(eligible),
                     "as many as possible"
                 );
                 for c in p
@@ -398,7 +565,7 @@ fn converges_in_one_plan_and_then_stays_put() {
             "undeployed model removed"
         );
         // Fixed point: planning again changes nothing.
-        let again = plan(&ws, &deps, &models, &after);
+        let again = plan_of(&ws, &deps, &models, &after);
         assert!(again.is_empty(), "not stable: {again:?}");
     }
 }

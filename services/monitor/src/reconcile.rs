@@ -18,21 +18,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kiln_coord::codec::{
-    self, AssignmentRecord, DeploymentRecord, ModelVersionRecord, WorkerRecord,
-};
-use kiln_coord::{
-    Compare, Coordinator, KeyValue, LeaderKey, SharedCoordinator, TxnOp, TxnRequest, keys,
-};
+use kiln_coord::codec;
+use kiln_coord::{Compare, Coordinator, LeaderKey, SharedCoordinator, TxnOp, TxnRequest, keys};
 use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::plan::{Plan, PlanIssue, plan};
+use crate::plan::{Plan, PlanIssue, plan, retirements};
+use crate::state::snapshot;
 use crate::task::Task;
 
-/// Prefixes whose changes trigger a pass.
-const WATCHED: [&str; 3] = [keys::WORKERS, keys::DEPLOYMENTS, keys::MODELS];
+/// Prefixes whose changes trigger a pass (replica states matter: leaving replicas and retiring
+/// versions go once their replacements are READY).
+const WATCHED: [&str; 5] = [
+    keys::WORKERS,
+    keys::DEPLOYMENTS,
+    keys::MODELS,
+    keys::REPLICAS,
+    keys::DRAINS,
+];
 
 /// State carried from pass to pass (only to keep the log quiet).
 #[derive(Default)]
@@ -47,105 +51,8 @@ pub(crate) struct PassOutcome {
     pub created: usize,
     /// Assignments deleted.
     pub deleted: usize,
-}
-
-/// The actual state read at the start of a pass.
-struct Snapshot {
-    workers: Vec<WorkerRecord>,
-    deployments: Vec<DeploymentRecord>,
-    models: Vec<ModelVersionRecord>,
-    /// Assignments with the mod revision each was read at.
-    assignments: Vec<(AssignmentRecord, i64)>,
-}
-
-async fn decode_all<T: serde::de::DeserializeOwned>(
-    coord: &dyn Coordinator,
-    prefix: &str,
-) -> Result<Vec<(KeyValue, T)>> {
-    let listing = coord.list(prefix).await?;
-    Ok(listing
-        .kvs
-        .into_iter()
-        .filter_map(|kv| match codec::decode::<T>(&kv) {
-            Ok(v) => Some((kv, v)),
-            Err(e) => {
-                tracing::warn!(error = %e, "skipping undecodable record");
-                None
-            }
-        })
-        .collect())
-}
-
-async fn snapshot(coord: &dyn Coordinator) -> Result<Snapshot> {
-    // The key, not the value, names the worker, deployment, model version and assignment: a
-    // value that disagrees with its key must not hide or invent a placement.
-    let workers = decode_all::<WorkerRecord>(coord, keys::WORKERS)
-        .await?
-        .into_iter()
-        .filter_map(|(kv, mut w)| {
-            let id = keys::segments(keys::WORKERS, &kv.key)?;
-            (id.len() == 1).then(|| {
-                w.id = id[0].to_string();
-                w
-            })
-        })
-        .collect();
-    let deployments = decode_all::<DeploymentRecord>(coord, keys::DEPLOYMENTS)
-        .await?
-        .into_iter()
-        .filter_map(
-            |(kv, mut d)| match keys::segments(keys::DEPLOYMENTS, &kv.key)?.as_slice() {
-                [m] => {
-                    d.model = m.to_string();
-                    Some(d)
-                }
-                _ => None,
-            },
-        )
-        .collect();
-    let models = decode_all::<ModelVersionRecord>(coord, keys::MODELS)
-        .await?
-        .into_iter()
-        .filter_map(
-            |(kv, mut r)| match keys::segments(keys::MODELS, &kv.key)?.as_slice() {
-                [m, v] => {
-                    r.model = m.to_string();
-                    r.version = v.to_string();
-                    Some(r)
-                }
-                _ => None,
-            },
-        )
-        .collect();
-    let assignments = coord
-        .list(keys::ASSIGNMENTS)
-        .await?
-        .kvs
-        .into_iter()
-        .filter_map(
-            |kv| match keys::segments(keys::ASSIGNMENTS, &kv.key)?.as_slice() {
-                [w, m, v] => Some((
-                    AssignmentRecord {
-                        worker_id: w.to_string(),
-                        model: m.to_string(),
-                        version: v.to_string(),
-                        ..Default::default()
-                    },
-                    kv.mod_revision,
-                )),
-                _ => {
-                    tracing::warn!(key = %kv.key, "ignoring malformed assignment key");
-                    None
-                }
-            },
-        )
-        .collect();
-    Ok(Snapshot {
-        workers,
-        deployments,
-        models,
-        assignments,
-    })
+    /// Deployments whose retiring versions were removed.
+    pub retired: usize,
 }
 
 fn fence(leader: &LeaderKey) -> Compare {
@@ -175,20 +82,13 @@ impl Reconciler {
         metrics: &Metrics,
     ) -> Result<PassOutcome> {
         let snap = snapshot(coord).await?;
-        let current: Vec<AssignmentRecord> =
-            snap.assignments.iter().map(|(a, _)| a.clone()).collect();
-        let p = plan(&snap.workers, &snap.deployments, &snap.models, &current);
+        let p = plan(&snap.state);
         self.log_issues(&p);
         let mut outcome = PassOutcome::default();
         let mut lost = 0usize;
         for a in &p.delete {
             let key = keys::assignment(&a.worker_id, &a.model, &a.version);
-            let rev = snap
-                .assignments
-                .iter()
-                .find(|(x, _)| x == a)
-                .map(|(_, rev)| *rev)
-                .expect("planned deletes come from the snapshot");
+            let rev = snap.assignment_revs[&key];
             let txn = TxnRequest {
                 compare: vec![fence(leader), Compare::ModRevision(key.clone(), rev)],
                 success: vec![TxnOp::Delete(key)],
@@ -219,14 +119,37 @@ impl Reconciler {
                 lost += 1;
             }
         }
+        // Retiring versions whose successors are all READY leave their deployment; the next
+        // pass (triggered by this very write) removes their assignments.
+        for d in retirements(&snap.state) {
+            let key = keys::deployment(&d.model);
+            let txn = TxnRequest {
+                compare: vec![
+                    fence(leader),
+                    Compare::ModRevision(key.clone(), snap.deployment_revs[&d.model]),
+                ],
+                success: vec![TxnOp::Put {
+                    key,
+                    value: codec::encode(&d),
+                    lease: 0,
+                }],
+                failure: vec![],
+            };
+            if coord.txn(txn).await?.succeeded {
+                tracing::info!(model = %d.model, "retired the versions it replaced");
+                outcome.retired += 1;
+            } else {
+                lost += 1;
+            }
+        }
         metrics
             .assignment_changes
             .inc_by((outcome.created + outcome.deleted) as u64);
-        let total = current.len() + outcome.created - outcome.deleted;
+        let total = snap.state.assignments.len() + outcome.created - outcome.deleted;
         metrics.assignments.set(total as i64);
         if lost > 0 {
             return Err(Error::Conflict(format!(
-                "{lost} assignment writes lost a race (state changed or leadership lost); re-planning"
+                "{lost} writes lost a race (state changed or leadership lost); re-planning"
             )));
         }
         Ok(outcome)

@@ -11,7 +11,14 @@
 //!   gone), so no change is missed across store outages or compactions;
 //! - a replica is published LOADING before its load starts and READY only once the version is
 //!   servable (or FAILED with the reason); an unassigned version stops receiving requests at once,
-//!   its replica key is deleted, and a load still running for it is discarded when it finishes.
+//!   its replica key is deleted, and a load still running for it is discarded when it finishes;
+//! - an unassigned version that was serving keeps serving for `unload_delay` after its replica
+//!   key is deleted (gateways stop routing to it as soon as they see the delete; requests already
+//!   on their way still find it), then it is unloaded;
+//! - a draining worker (shutting down) says so in its worker record, under every lease, so the
+//!   controller moves its replicas elsewhere before it goes;
+//! - each READY replica reports the memory its version holds, and each load applies the
+//!   deployment's batching overrides carried by the assignment.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -19,11 +26,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kiln_coord::codec::{self, ModelVersionRecord, ReplicaRecord, ReplicaState, WorkerRecord};
+use kiln_coord::codec::{
+    self, AssignmentRecord, ModelVersionRecord, ReplicaRecord, ReplicaState, WorkerRecord,
+};
 use kiln_coord::{
     EventKind, LeaseId, SessionState, SharedCoordinator, WatchEvent, WatchStream, keys,
 };
 use kiln_model::{Backend, Model};
+use kiln_proto::kiln::v1::BatchingOverrides;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -51,12 +61,20 @@ pub struct AgentConfig {
     pub dynamic_batching: bool,
     /// Directory packages must lie in, if any.
     pub package_root: Option<PathBuf>,
+    /// How long an unassigned version keeps serving after its replica key is deleted.
+    pub unload_delay: Duration,
 }
 
 struct Loaded {
     key: VersionKey,
     generation: u64,
     result: Result<Model, LoadError>,
+}
+
+/// A version whose linger after unassignment is over.
+struct Linger {
+    key: VersionKey,
+    generation: u64,
 }
 
 /// The control loop's state. Run it with [`Agent::run`].
@@ -68,6 +86,8 @@ pub struct Agent {
     lease: Option<LeaseId>,
     /// Assigned versions, with the generation of their current load.
     assigned: HashMap<VersionKey, u64>,
+    /// Batching overrides each assignment carries.
+    overrides: HashMap<VersionKey, BatchingOverrides>,
     next_generation: u64,
     /// Replica records as they should be in the store.
     published: BTreeMap<VersionKey, ReplicaRecord>,
@@ -77,6 +97,8 @@ pub struct Agent {
     pending_deletes: Vec<String>,
     loaded_tx: mpsc::UnboundedSender<Loaded>,
     loaded_rx: mpsc::UnboundedReceiver<Loaded>,
+    linger_tx: mpsc::UnboundedSender<Linger>,
+    linger_rx: mpsc::UnboundedReceiver<Linger>,
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -92,6 +114,7 @@ impl Agent {
         metrics: WorkerMetrics,
     ) -> Self {
         let (loaded_tx, loaded_rx) = mpsc::unbounded_channel();
+        let (linger_tx, linger_rx) = mpsc::unbounded_channel();
         Self {
             coord,
             cfg,
@@ -99,19 +122,24 @@ impl Agent {
             metrics,
             lease: None,
             assigned: HashMap::new(),
+            overrides: HashMap::new(),
             next_generation: 0,
             published: BTreeMap::new(),
             dirty: false,
             pending_deletes: Vec::new(),
             loaded_tx,
             loaded_rx,
+            linger_tx,
+            linger_rx,
         }
     }
 
-    /// Runs until `stop` turns true (or its sender goes).
+    /// Runs until `stop` turns true (or its sender goes). When `draining` turns true the worker
+    /// record says so from then on.
     pub async fn run(
         mut self,
         mut session: watch::Receiver<SessionState>,
+        mut draining: watch::Receiver<bool>,
         mut stop: watch::Receiver<bool>,
     ) {
         let prefix = keys::assignments_of(&self.cfg.id);
@@ -125,6 +153,15 @@ impl Agent {
         self.on_session(state).await;
         loop {
             tokio::select! {
+                // Biased: a drain asked for just before a stop is still written.
+                biased;
+                changed = draining.changed(), if !self.cfg.record.draining => {
+                    if changed.is_ok() && *draining.borrow() {
+                        tracing::info!("draining: asking the controller to move every replica away");
+                        self.cfg.record.draining = true;
+                        self.write_all().await;
+                    }
+                }
                 changed = stop.changed() => {
                     if changed.is_err() || *stop.borrow() {
                         return;
@@ -138,6 +175,7 @@ impl Agent {
                     self.on_session(state).await;
                 }
                 Some(done) = self.loaded_rx.recv() => self.on_loaded(done).await,
+                Some(done) = self.linger_rx.recv() => self.on_linger_over(done),
                 batch = next_batch(&mut watch) => match batch {
                     Some(Ok(events)) => {
                         backoff = MIN_BACKOFF;
@@ -179,7 +217,11 @@ impl Agent {
         let desired: Vec<VersionKey> = listing
             .kvs
             .iter()
-            .filter_map(|kv| parse_assignment(prefix, &kv.key))
+            .filter_map(|kv| {
+                let key = parse_assignment(prefix, &kv.key)?;
+                self.note_overrides(&key, kv);
+                Some(key)
+            })
             .collect();
         let gone: Vec<VersionKey> = self
             .assigned
@@ -203,10 +245,26 @@ impl Agent {
             tracing::warn!(key = event.kv.key, "ignoring malformed assignment key");
             return;
         };
+        if event.kind == EventKind::Put {
+            self.note_overrides(&key, &event.kv);
+        }
         match event.kind {
             EventKind::Put if !self.assigned.contains_key(&key) => self.assign(key).await,
             EventKind::Put => {} // rewritten, same identity: nothing to do
             EventKind::Delete => self.unassign(&key).await,
+        }
+    }
+
+    /// Remembers the batching overrides an assignment carries (applied at its next load).
+    fn note_overrides(&mut self, key: &VersionKey, kv: &kiln_coord::KeyValue) {
+        match codec::decode::<AssignmentRecord>(kv) {
+            Ok(a) => {
+                self.overrides
+                    .insert(key.clone(), a.batching.unwrap_or_default());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, key = kv.key, "undecodable assignment; no overrides")
+            }
         }
     }
 
@@ -262,7 +320,13 @@ impl Agent {
     }
 
     /// Records and writes the state of one replica.
-    async fn publish(&mut self, key: &VersionKey, state: ReplicaState, reason: String) {
+    async fn publish(
+        &mut self,
+        key: &VersionKey,
+        state: ReplicaState,
+        reason: String,
+        memory_bytes: u64,
+    ) {
         let record = ReplicaRecord {
             model: key.0.clone(),
             version: key.1.clone(),
@@ -270,7 +334,7 @@ impl Agent {
             address: self.cfg.record.address.clone(),
             state: state as i32,
             reason,
-            memory_bytes: 0,
+            memory_bytes,
         };
         self.published.insert(key.clone(), record.clone());
         self.pending_deletes
@@ -292,7 +356,7 @@ impl Agent {
         self.assigned.insert(key.clone(), generation);
         tracing::info!(model = key.0, version = key.1, "assigned; loading");
         self.store.set_state(&key.0, &key.1, VersionState::Loading);
-        self.publish(&key, ReplicaState::Loading, String::new())
+        self.publish(&key, ReplicaState::Loading, String::new(), 0)
             .await;
         let coord = self.coord.clone();
         let backend = self.cfg.backend;
@@ -318,27 +382,35 @@ impl Agent {
             );
             return;
         }
-        let outcome = done
-            .result
-            .map_err(|e| e.to_string())
-            .and_then(|model| self.make_servable(model).map_err(|e| e.to_string()));
+        let overrides = self.overrides.get(&key).cloned().unwrap_or_default();
+        let outcome = done.result.map_err(|e| e.to_string()).and_then(|model| {
+            let memory = model.memory_bytes();
+            self.make_servable(model, &overrides)
+                .map(|loaded| (loaded, memory))
+                .map_err(|e| e.to_string())
+        });
         match outcome {
-            Ok(loaded) => {
+            Ok((loaded, memory)) => {
                 self.store.insert(loaded);
-                tracing::info!(model = key.0, version = key.1, "replica ready");
-                self.publish(&key, ReplicaState::Ready, String::new()).await;
+                tracing::info!(model = key.0, version = key.1, memory, "replica ready");
+                self.publish(&key, ReplicaState::Ready, String::new(), memory)
+                    .await;
             }
             Err(reason) => {
                 tracing::error!(model = key.0, version = key.1, reason, "load failed");
                 self.store
                     .set_state(&key.0, &key.1, VersionState::Failed(reason.clone()));
-                self.publish(&key, ReplicaState::Failed, reason).await;
+                self.publish(&key, ReplicaState::Failed, reason, 0).await;
             }
         }
     }
 
-    fn make_servable(&self, model: Model) -> std::io::Result<Arc<LoadedModel>> {
-        let manifest = model.manifest().clone();
+    fn make_servable(
+        &self,
+        model: Model,
+        overrides: &BatchingOverrides,
+    ) -> std::io::Result<Arc<LoadedModel>> {
+        let manifest = apply_overrides(model.manifest().clone(), overrides);
         let threads = manifest
             .instance_count
             .map_or(self.cfg.compute_threads, |n| n as usize)
@@ -369,21 +441,69 @@ impl Agent {
         }))
     }
 
-    /// Stops serving a version and withdraws its replica.
+    /// Withdraws a version's replica at once and unloads it after the linger.
     async fn unassign(&mut self, key: &VersionKey) {
-        if self.assigned.remove(key).is_none() {
+        let Some(generation) = self.assigned.remove(key) else {
             return;
-        }
-        tracing::info!(model = key.0, version = key.1, "unassigned; unloading");
+        };
+        self.overrides.remove(key);
         self.published.remove(key);
         let replica_key = keys::replica(&key.0, &key.1, &self.cfg.id);
         if let Err(e) = self.coord.delete(&replica_key).await {
             tracing::warn!(error = %e, key = replica_key, "cannot delete replica key; retrying");
             self.pending_deletes.push(replica_key);
         }
+        let serving = self.store.resolve(&key.0, &key.1).is_ok();
+        if !serving || self.cfg.unload_delay.is_zero() {
+            tracing::info!(model = key.0, version = key.1, "unassigned; unloading");
+            self.unload(key);
+            return;
+        }
+        tracing::info!(model = key.0, version = key.1, delay = ?self.cfg.unload_delay, "unassigned; serving on until gateways stop routing here");
+        let tx = self.linger_tx.clone();
+        let (key, delay) = (key.clone(), self.cfg.unload_delay);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Linger { key, generation });
+        });
+    }
+
+    fn on_linger_over(&mut self, done: Linger) {
+        // Assigned again meanwhile (a new generation): that load owns the version now.
+        if self.assigned.contains_key(&done.key) {
+            return;
+        }
+        tracing::info!(
+            model = done.key.0,
+            version = done.key.1,
+            generation = done.generation,
+            "unloading"
+        );
+        self.unload(&done.key);
+    }
+
+    fn unload(&self, key: &VersionKey) {
         self.store.remove(&key.0, &key.1);
         self.metrics.remove(&key.0, &key.1);
     }
+}
+
+/// The manifest with a deployment's batching overrides applied (0 / empty keeps the package's
+/// value). `max_batch_size` can only be lowered: the graph was validated for the package's.
+fn apply_overrides(mut m: kiln_model::Manifest, o: &BatchingOverrides) -> kiln_model::Manifest {
+    if o.max_batch_size > 0 && o.max_batch_size < m.max_batch_size {
+        m.max_batch_size = o.max_batch_size;
+    }
+    if !o.preferred_batch_size.is_empty() {
+        m.batching.preferred_batch_size = o.preferred_batch_size.clone();
+    }
+    if o.max_queue_delay_microseconds > 0 {
+        m.batching.max_queue_delay_microseconds = o.max_queue_delay_microseconds;
+    }
+    if o.max_queue_size > 0 {
+        m.batching.max_queue_size = o.max_queue_size;
+    }
+    m
 }
 
 async fn next_batch(
@@ -422,6 +542,34 @@ async fn fetch_and_load(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overrides_apply_and_only_lower_the_batch_size() {
+        let mut m = kiln_model::Manifest::read(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/digits/1"),
+        )
+        .unwrap();
+        m.max_batch_size = 64;
+        let same = apply_overrides(m.clone(), &BatchingOverrides::default());
+        assert_eq!(same.max_batch_size, 64);
+        assert_eq!(same.batching.max_queue_size, m.batching.max_queue_size);
+        let o = BatchingOverrides {
+            max_batch_size: 8,
+            preferred_batch_size: vec![4, 8],
+            max_queue_delay_microseconds: 250,
+            max_queue_size: 16,
+        };
+        let got = apply_overrides(m.clone(), &o);
+        assert_eq!(got.max_batch_size, 8);
+        assert_eq!(got.batching.preferred_batch_size, [4, 8]);
+        assert_eq!(got.batching.max_queue_delay_microseconds, 250);
+        assert_eq!(got.batching.max_queue_size, 16);
+        let bigger = BatchingOverrides {
+            max_batch_size: 1024,
+            ..Default::default()
+        };
+        assert_eq!(apply_overrides(m, &bigger).max_batch_size, 64);
+    }
 
     #[test]
     fn parses_assignment_keys() {

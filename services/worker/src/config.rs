@@ -61,6 +61,17 @@ pub struct Config {
     #[arg(long, env = "KILN_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
 
+    /// On shutdown, how long to wait for the controller to move this worker's replicas to other
+    /// workers (each old one goes once its replacement is READY) before leaving anyway; 0 skips
+    /// the wait. Skipped too when no other worker is live.
+    #[arg(long, env = "KILN_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
+    pub drain_timeout_secs: u64,
+
+    /// How long a replica keeps serving after it is withdrawn (unassigned, or at shutdown), so
+    /// that gateways see the withdrawal before the version goes, milliseconds.
+    #[arg(long, env = "KILN_UNLOAD_DELAY_MS", default_value_t = 1000)]
+    pub unload_delay_ms: u64,
+
     /// If set, model packages must lie under this directory (others fail to load).
     #[arg(long, env = "KILN_PACKAGE_ROOT")]
     pub package_root: Option<PathBuf>,
@@ -88,6 +99,8 @@ impl Default for Config {
             no_dynamic_batching: false,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             shutdown_grace_secs: 10,
+            drain_timeout_secs: 30,
+            unload_delay_ms: 1000,
             package_root: None,
             capacity_bytes: None,
             labels: Vec::new(),
@@ -99,6 +112,16 @@ impl Config {
     /// The lease TTL (at least one second).
     pub fn lease_ttl(&self) -> Duration {
         Duration::from_secs(self.lease_ttl_secs.max(1))
+    }
+
+    /// How long shutdown waits for the replicas to move.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_secs)
+    }
+
+    /// The linger of a withdrawn replica.
+    pub fn unload_delay(&self) -> Duration {
+        Duration::from_millis(self.unload_delay_ms)
     }
 
     /// The shutdown grace period.

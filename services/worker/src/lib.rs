@@ -9,9 +9,14 @@
 //!
 //! [`start`] binds both ports first (port 0 works; [`Running`] has the real addresses), then
 //! spawns the server and the control task ([`agent`]). [`Running::shutdown`] follows the
-//! shutdown protocol: health NOT_SERVING → worker marked draining → stop accepting → drain
-//! in-flight requests (bounded by the grace period) → revoke the lease, so the worker's keys
-//! vanish at once.
+//! shutdown protocol, built so that a rolling restart loses no request:
+//! 1. health NOT_SERVING, and the worker record says `draining`: the controller places a
+//!    replacement of every replica elsewhere and unassigns the one here once the replacement is
+//!    READY (the agent withdraws and unloads it as for any unassignment);
+//! 2. that wait is bounded by `--drain-timeout-secs`, and skipped when no other worker is live;
+//! 3. the replicas still here are withdrawn (their keys deleted) and keep serving for
+//!    `--unload-delay-ms`, so gateways stop routing here before the server stops;
+//! 4. stop accepting, finish in-flight requests (bounded by the grace period), revoke the lease.
 //!
 //! Modules: [`config`] (flags), [`agent`] (cluster side), [`package`] (verify and load),
 //! [`store`] (loaded versions), [`executor`] (the dynamic batcher: queue + compute threads), [`batch`] (its batch-forming
@@ -79,7 +84,6 @@ pub struct Running {
     /// The address advertised in the coordination store.
     pub advertise_addr: String,
     coord: SharedCoordinator,
-    record: WorkerRecord,
     session: LeaseSession,
     health: HealthReporter,
     ready: watch::Sender<bool>,
@@ -87,10 +91,13 @@ pub struct Running {
     store: Arc<ModelStore>,
     http: HttpEndpoints,
     stop_agent: watch::Sender<bool>,
+    drain_agent: watch::Sender<bool>,
     agent: JoinHandle<()>,
     stop_server: oneshot::Sender<()>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     grace: Duration,
+    drain_timeout: Duration,
+    unload_delay: Duration,
 }
 
 /// Starts a worker: binds, registers, follows assignments, serves.
@@ -181,17 +188,19 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
         coord.clone(),
         AgentConfig {
             id: id.clone(),
-            record: record.clone(),
+            record,
             backend: config.backend,
             compute_threads: config.compute_threads,
             dynamic_batching: !config.no_dynamic_batching,
             package_root: config.package_root.clone(),
+            unload_delay: config.unload_delay(),
         },
         store.clone(),
         metrics,
     );
     let (stop_agent, agent_stop_rx) = watch::channel(false);
-    let agent = tokio::spawn(agent.run(session.subscribe(), agent_stop_rx));
+    let (drain_agent, agent_drain_rx) = watch::channel(false);
+    let agent = tokio::spawn(agent.run(session.subscribe(), agent_drain_rx, agent_stop_rx));
     tracing::info!(
         id,
         grpc = %grpc_addr,
@@ -207,7 +216,6 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
         http_addr: http.addr,
         advertise_addr,
         coord,
-        record,
         session,
         health,
         ready,
@@ -215,38 +223,46 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
         store,
         http,
         stop_agent,
+        drain_agent,
         agent,
         stop_server,
         server,
         grace: config.shutdown_grace(),
+        drain_timeout: config.drain_timeout(),
+        unload_delay: config.unload_delay(),
     })
 }
 
 impl Running {
-    /// Shuts down gracefully: health NOT_SERVING, worker marked draining, stop accepting, wait
-    /// for in-flight requests (at most the grace period), then revoke the lease.
+    /// Shuts down gracefully, following the protocol in the crate docs.
     pub async fn shutdown(self) {
         tracing::info!(id = self.id, "shutting down");
         self.health.set_not_serving::<InferenceServer>().await;
         self.health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
-        self.draining.store(true, Ordering::Relaxed);
         self.ready.send_replace(false);
 
-        // The agent would re-register a non-draining record on a lease change: stop it first.
+        // 1-2: let the controller move the replicas away while this worker keeps serving.
+        self.drain_agent.send_replace(true);
+        self.wait_for_replacements().await;
+        // The agent would re-register under a new lease; from here on the worker only leaves.
         let _ = self.stop_agent.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(1), self.agent).await;
-        if let Some(lease) = self.session.state().lease() {
-            let draining = WorkerRecord {
-                draining: true,
-                ..self.record.clone()
-            };
-            let key = keys::worker(&self.id);
-            if let Err(e) = codec::put(self.coord.as_ref(), &key, &draining, lease).await {
-                tracing::warn!(error = %e, "cannot mark the worker draining");
+
+        // 3: withdraw what is left and give gateways time to see it.
+        let left = self.store.states();
+        for (model, version, _) in &left {
+            let key = keys::replica(model, version, &self.id);
+            if let Err(e) = self.coord.delete(&key).await {
+                tracing::warn!(error = %e, key, "cannot withdraw replica; its lease ends it");
             }
         }
+        if !left.is_empty() && !self.unload_delay.is_zero() {
+            tracing::info!(replicas = left.len(), delay = ?self.unload_delay, "withdrew replicas; serving on until gateways stop routing here");
+            tokio::time::sleep(self.unload_delay).await;
+        }
+        self.draining.store(true, Ordering::Relaxed);
 
         let _ = self.stop_server.send(());
         let mut server = self.server;
@@ -264,5 +280,43 @@ impl Running {
         self.http.stop();
         self.store.clear();
         tracing::info!(id = self.id, "worker stopped");
+    }
+
+    /// Whether another live worker that is not draining exists.
+    async fn others_can_take_over(&self) -> bool {
+        match codec::list::<WorkerRecord>(self.coord.as_ref(), keys::WORKERS).await {
+            Ok(ws) => ws.iter().any(|w| w.id != self.id && !w.draining),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list workers; not waiting for replacements");
+                false
+            }
+        }
+    }
+
+    /// Waits until the controller has moved every replica away (the store is empty), the drain
+    /// timeout passes, or no other worker is there to take them.
+    async fn wait_for_replacements(&self) {
+        if self.drain_timeout.is_zero() || self.store.states().is_empty() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + self.drain_timeout;
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        for n in 0u64.. {
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            if self.store.states().is_empty() {
+                tracing::info!("every replica moved to another worker");
+                return;
+            }
+            // Every second: with no other worker left to take them (all gone or draining too,
+            // e.g. the whole pool stops), waiting is pointless.
+            if n % 20 == 0 && !self.others_can_take_over().await {
+                tracing::info!("no other worker to take the replicas; not waiting");
+                return;
+            }
+            tick.tick().await;
+        }
+        tracing::warn!(timeout = ?self.drain_timeout, left = self.store.states().len(), "drain timed out; leaving with replicas still here");
     }
 }

@@ -16,7 +16,11 @@ async fn worker_record(coord: &kiln_coord::SharedCoordinator, id: &str) -> Optio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registers_serves_and_unloads_when_unassigned() {
-    let mut f = ready_worker(config("w-life")).await;
+    let mut f = ready_worker(kiln_worker::Config {
+        unload_delay_ms: 1500,
+        ..config("w-life")
+    })
+    .await;
     let id = f.worker.id.clone();
     let record = worker_record(&f.coord, &id).await.expect("registered");
     assert_eq!(record.address, f.worker.grpc_addr.to_string());
@@ -54,16 +58,27 @@ async fn registers_serves_and_unloads_when_unassigned() {
         replica(&f.coord, "digits", "1", &id).await.is_none()
     })
     .await;
-    let ready = f
-        .client
-        .model_ready(ModelReadyRequest {
-            name: "digits".into(),
-            version: "1".into(),
-        })
+    // Withdrawn but still serving: a request a gateway sent before it saw the delete succeeds.
+    f.client
+        .model_infer(raw_request(&heldout().inputs[..1]))
         .await
-        .unwrap()
-        .into_inner();
-    assert!(!ready.ready);
+        .expect("served during the unload delay");
+    let client = f.client.clone();
+    eventually(WITHIN, "unloaded after the delay", || {
+        let mut client = client.clone();
+        async move {
+            !client
+                .model_ready(ModelReadyRequest {
+                    name: "digits".into(),
+                    version: "1".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .ready
+        }
+    })
+    .await;
     let err = f
         .client
         .model_infer(raw_request(&heldout().inputs[..1]))

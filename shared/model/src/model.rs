@@ -84,6 +84,17 @@ impl Model {
         &self.manifest
     }
 
+    /// Bytes of the weights and constants the loaded graph holds (the memory a replica costs
+    /// beyond the runtime, before activations).
+    pub fn memory_bytes(&self) -> u64 {
+        self.graph
+            .constants
+            .iter()
+            .flatten()
+            .map(|v| v.bytes() as u64)
+            .sum()
+    }
+
     /// The backend the model runs on.
     pub fn backend(&self) -> Backend {
         self.backend

@@ -273,6 +273,17 @@ impl Int {
 }
 
 impl Value {
+    /// Bytes the value's elements occupy (4 per float, 8 per int, 1 per bool, the strings'
+    /// lengths), without container overhead.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Value::Float(f) => f.shape.iter().product::<usize>() * 4,
+            Value::Int(i) => i.shape.iter().product::<usize>() * 8,
+            Value::Bool(b) => b.shape.iter().product::<usize>(),
+            Value::Str(s) => s.data.iter().map(Vec::len).sum(),
+        }
+    }
+
     /// Short type name for error messages.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -251,3 +251,14 @@ fn garbage_is_not_an_onnx_model() {
     .unwrap_err();
     assert!(matches!(err, ModelError::Onnx(_)), "{err}");
 }
+
+#[test]
+fn memory_counts_the_weights_the_graph_holds() {
+    let dir = package();
+    let model = Model::load(&dir, Backend::Flex).unwrap();
+    let file = std::fs::metadata(dir.join("model.onnx")).unwrap().len();
+    let held = model.memory_bytes();
+    println!("digits: model.onnx {file} bytes, weights and constants held {held} bytes");
+    // An MLP's file is almost all FP32 weights: what is held is close to the file size.
+    assert!(held > file * 8 / 10 && held <= file, "{held} vs {file}");
+}

@@ -28,7 +28,37 @@ fn check_replicas(replicas: u32) -> Result<()> {
     }
 }
 
-fn not_deployed(model: &str) -> Error {
+/// Labels and backend names are short words; batching overrides stay within the batcher's limits.
+fn check_constraints(req: &DeployRequest) -> Result<()> {
+    for (k, v) in &req.selector {
+        if !keys::valid_segment(k) || v.len() > 128 {
+            return Err(Error::InvalidArgument(format!(
+                "selector {k:?}={v:?} is invalid: keys are 1-128 letters, digits, '-', '_' or '.', values at most 128 bytes"
+            )));
+        }
+    }
+    if req.backend.len() > 32 {
+        return Err(Error::InvalidArgument(format!(
+            "backend {:?} is not a backend name",
+            req.backend
+        )));
+    }
+    if let Some(b) = &req.batching {
+        if b.max_batch_size > 65_536 || b.preferred_batch_size.iter().any(|&p| p > 65_536) {
+            return Err(Error::InvalidArgument(
+                "batch sizes above 65536 are not accepted".into(),
+            ));
+        }
+        if b.max_queue_delay_microseconds > 10_000_000 {
+            return Err(Error::InvalidArgument(
+                "max_queue_delay_microseconds above 10 s is not accepted".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn not_deployed(model: &str) -> Error {
     Error::NotFound(format!("model {model:?} is not deployed"))
 }
 
@@ -40,7 +70,7 @@ fn version_not_deployed(model: &str, version: &str) -> Error {
 
 /// Reads the deployment of `model`, applies `edit`, and writes the result (`None` deletes it),
 /// guarded by the revision read. Returns what was written.
-async fn update<F>(
+pub(super) async fn update<F>(
     coord: &dyn Coordinator,
     model: &str,
     mut edit: F,
@@ -91,6 +121,7 @@ pub(super) async fn deploy(
     segment("model", &req.model)?;
     segment("version", &req.version)?;
     check_replicas(req.replicas)?;
+    check_constraints(&req)?;
     let registered: Option<ModelVersionRecord> =
         codec::get(coord, &keys::model_version(&req.model, &req.version)).await?;
     if registered.is_none() {
@@ -109,6 +140,18 @@ pub(super) async fn deploy(
                 v.replicas = req.replicas;
                 if req.traffic_weight > 0 {
                     v.traffic_weight = req.traffic_weight;
+                    v.retiring = false;
+                }
+                // Deploying again (to change replicas, say) keeps the constraints and overrides
+                // it does not restate.
+                if !req.backend.is_empty() {
+                    v.backend = req.backend.clone();
+                }
+                if !req.selector.is_empty() {
+                    v.selector = req.selector.clone();
+                }
+                if req.batching.is_some() {
+                    v.batching = req.batching.clone();
                 }
             }
             None => {
@@ -121,7 +164,10 @@ pub(super) async fn deploy(
                     version: req.version.clone(),
                     replicas: req.replicas,
                     traffic_weight: weight,
-                    ..Default::default()
+                    retiring: false,
+                    backend: req.backend.clone(),
+                    selector: req.selector.clone(),
+                    batching: req.batching.clone(),
                 });
             }
         }
@@ -213,6 +259,8 @@ pub(super) async fn set_traffic_split(
                 .iter()
                 .find(|w| w.version == v.version)
                 .map_or(0, |w| w.weight);
+            // Giving a retiring version traffic again keeps it.
+            v.retiring &= v.traffic_weight == 0;
         }
         Ok(Some(d))
     })
@@ -280,8 +328,13 @@ mod tests {
         // A second version with weight 0 is a canary without traffic.
         let d = deploy(c.as_ref(), dep("2", 1, 0)).await.unwrap();
         assert_eq!(d.versions[1].traffic_weight, 0);
+        // Constraints given once stay when a later deploy does not restate them.
+        let mut constrained = dep("1", 2, 0);
+        constrained.backend = "wgpu".into();
+        deploy(c.as_ref(), constrained).await.unwrap();
         // Redeploying a version changes its replicas and keeps its weight.
         let d = deploy(c.as_ref(), dep("1", 3, 0)).await.unwrap();
+        assert_eq!(d.versions[0].backend, "wgpu");
         assert_eq!(
             (d.versions[0].replicas, d.versions[0].traffic_weight),
             (3, 100)

@@ -1,16 +1,12 @@
-//! ListWorkers, ListDeployments and ListReplicas: reads straight from the coordination store, so
+//! ListDeployments and ListReplicas: reads straight from the coordination store, so
 //! any monitor instance (leader or standby) answers with the store's current view.
 
-use kiln_coord::codec::{self, DeploymentRecord, ReplicaRecord, WorkerRecord};
+use kiln_coord::codec::{self, DeploymentRecord, ReplicaRecord};
 use kiln_coord::{Coordinator, keys};
 use kiln_proto::kiln::v1::ListReplicasRequest;
 
 use super::optional_segment;
 use crate::error::Result;
-
-pub(super) async fn workers(coord: &dyn Coordinator) -> Result<Vec<WorkerRecord>> {
-    Ok(codec::list(coord, keys::WORKERS).await?)
-}
 
 pub(super) async fn deployments(
     coord: &dyn Coordinator,

@@ -2,12 +2,15 @@
 //!
 //! Handlers only read and write records in the coordination store; the controller leader turns
 //! them into assignments. Each handler lives in the module of its concept ([`models`],
-//! [`deployments`], [`listing`]) and returns [`crate::Error`]; the conversion to `tonic::Status`
+//! [`deployments`], [`rollouts`], [`workers`], [`listing`]) and returns [`crate::Error`]; the conversion to `tonic::Status`
 //! happens in [`crate::error`] through `?`.
 
 mod deployments;
 mod listing;
 mod models;
+mod repository;
+mod rollouts;
+mod workers;
 
 use std::path::PathBuf;
 
@@ -26,6 +29,7 @@ const LATER: &str = "arrives with issue 5/6";
 pub struct AdminService {
     coord: SharedCoordinator,
     package_root: Option<PathBuf>,
+    repository: Option<PathBuf>,
 }
 
 impl AdminService {
@@ -34,7 +38,14 @@ impl AdminService {
         Self {
             coord,
             package_root,
+            repository: None,
         }
+    }
+
+    /// Registration copies packages into this model repository (see [`repository`]).
+    pub fn with_repository(mut self, repository: Option<PathBuf>) -> Self {
+        self.repository = repository;
+        self
     }
 }
 
@@ -49,6 +60,7 @@ impl Admin for AdminService {
         let record = models::register(
             self.coord.as_ref(),
             self.package_root.as_deref(),
+            self.repository.as_deref(),
             req.into_inner(),
         )
         .await?;
@@ -92,24 +104,29 @@ impl Admin for AdminService {
         }))
     }
 
-    async fn promote(&self, _req: Request<PromoteRequest>) -> Reply<PromoteResponse> {
-        Err(Error::Unimplemented(format!("Promote {LATER}")).into())
+    async fn promote(&self, req: Request<PromoteRequest>) -> Reply<PromoteResponse> {
+        let deployment = rollouts::promote(self.coord.as_ref(), req.into_inner()).await?;
+        Ok(Response::new(PromoteResponse {
+            deployment: Some(deployment),
+        }))
     }
 
-    async fn rollback(&self, _req: Request<RollbackRequest>) -> Reply<RollbackResponse> {
-        Err(Error::Unimplemented(format!("Rollback {LATER}")).into())
+    async fn rollback(&self, req: Request<RollbackRequest>) -> Reply<RollbackResponse> {
+        let deployment = rollouts::rollback(self.coord.as_ref(), req.into_inner()).await?;
+        Ok(Response::new(RollbackResponse {
+            deployment: Some(deployment),
+        }))
     }
 
-    async fn drain_worker(&self, _req: Request<DrainWorkerRequest>) -> Reply<DrainWorkerResponse> {
-        Err(Error::Unimplemented(format!("DrainWorker {LATER}")).into())
+    async fn drain_worker(&self, req: Request<DrainWorkerRequest>) -> Reply<DrainWorkerResponse> {
+        Ok(Response::new(
+            workers::drain(self.coord.as_ref(), req.into_inner()).await?,
+        ))
     }
 
     async fn list_workers(&self, _req: Request<ListWorkersRequest>) -> Reply<ListWorkersResponse> {
-        let workers = listing::workers(self.coord.as_ref()).await?;
-        Ok(Response::new(ListWorkersResponse {
-            workers,
-            loads: Vec::new(),
-        }))
+        let (workers, loads) = workers::list(self.coord.as_ref()).await?;
+        Ok(Response::new(ListWorkersResponse { workers, loads }))
     }
 
     async fn list_deployments(

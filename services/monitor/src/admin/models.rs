@@ -5,7 +5,9 @@
 //! `kiln.toml`. The path is canonicalised (symlinks and `..` resolved) and, when a package root is
 //! configured, must lie under it; the model file must lie inside the package. The stored record
 //! takes its name, version, format and signature from the manifest, its `package_uri` is the
-//! canonical absolute path, and its `sha256` the hex digest of the model file. Versions are
+//! canonical absolute path (of the copy in the model repository when one is configured, see
+//! [`super::repository`]), its `sha256` the hex digest of the model file and `size_bytes` its
+//! size (the controller's memory estimate until a replica reports what it holds). Versions are
 //! immutable: registering the same package again is a no-op, a different one is ALREADY_EXISTS.
 
 use std::io::Read;
@@ -25,11 +27,13 @@ struct Package {
     dir: PathBuf,
     manifest: Manifest,
     sha256: String,
+    size_bytes: u64,
 }
 
 pub(super) async fn register(
     coord: &dyn Coordinator,
     package_root: Option<&Path>,
+    repository: Option<&Path>,
     req: RegisterModelVersionRequest,
 ) -> Result<ModelVersionRecord> {
     let asked = req
@@ -59,6 +63,19 @@ pub(super) async fn register(
     }
     segment("model", &m.name)?;
     segment("version", &m.version)?;
+    let dir = match repository {
+        None => pkg.dir.clone(),
+        Some(repo) => {
+            let (src, repo) = (pkg.dir.clone(), repo.to_path_buf());
+            let (name, version) = (m.name.clone(), m.version.clone());
+            let (file, sha) = (m.model_file.clone(), pkg.sha256.clone());
+            tokio::task::spawn_blocking(move || {
+                super::repository::store(&src, &repo, &name, &version, &file, &sha, sha256_file)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("package copy panicked: {e}")))??
+        }
+    };
     let spec = |t: &kiln_model::TensorSpec| TensorSpec {
         name: t.name.clone(),
         datatype: t.datatype.clone(),
@@ -67,7 +84,7 @@ pub(super) async fn register(
     let record = ModelVersionRecord {
         model: m.name.clone(),
         version: m.version.clone(),
-        package_uri: pkg.dir.display().to_string(),
+        package_uri: dir.display().to_string(),
         sha256: pkg.sha256.clone(),
         format: m.format.clone(),
         inputs: m.inputs.iter().map(spec).collect(),
@@ -75,9 +92,9 @@ pub(super) async fn register(
         reference_profile_uri: m
             .reference
             .as_ref()
-            .map(|r| pkg.dir.join(r).display().to_string())
+            .map(|r| dir.join(r).display().to_string())
             .unwrap_or_default(),
-        size_bytes: 0,
+        size_bytes: pkg.size_bytes,
     };
 
     let key = keys::model_version(&record.model, &record.version);
@@ -150,10 +167,15 @@ fn read_package(path: &Path, root: Option<&Path>) -> Result<Package> {
     }
     let sha256 = sha256_file(&file)
         .map_err(|e| Error::Internal(format!("reading {}: {e}", file.display())))?;
+    let size_bytes = file
+        .metadata()
+        .map_err(|e| Error::Internal(format!("reading {}: {e}", file.display())))?
+        .len();
     Ok(Package {
         dir,
         manifest,
         sha256,
+        size_bytes,
     })
 }
 
