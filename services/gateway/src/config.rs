@@ -39,9 +39,13 @@ pub struct Config {
     /// Retries allowed per second whatever the request rate (the budget's floor).
     #[arg(long, default_value_t = 10.0)]
     pub retry_budget_floor_per_sec: f64,
-    /// Timeout to open a connection to a worker, in milliseconds.
+    /// Timeout to open a connection to a worker or to the monitor, in milliseconds.
     #[arg(long, default_value_t = 1_000)]
     pub connect_timeout_ms: u64,
+    /// The monitor's Admin API (`http://host:port`, or `host:port`) that RepositoryModelLoad
+    /// and RepositoryModelUnload call. Absent: the controller leader found in etcd.
+    #[arg(long, env = "KILN_ADMIN")]
+    pub admin: Option<String>,
     /// Timeout of one worker's answer when ModelStatistics asks every worker, in milliseconds.
     #[arg(long, default_value_t = 2_000)]
     pub stats_timeout_ms: u64,
@@ -63,6 +67,7 @@ impl Default for Config {
             retry_budget_ratio: 0.1,
             retry_budget_floor_per_sec: 10.0,
             connect_timeout_ms: 1_000,
+            admin: None,
             stats_timeout_ms: 2_000,
             shutdown_grace_ms: 10_000,
         }
@@ -107,6 +112,9 @@ impl Config {
             "--connect-timeout-ms must be > 0"
         );
         anyhow::ensure!(self.stats_timeout_ms > 0, "--stats-timeout-ms must be > 0");
+        if let Some(admin) = &self.admin {
+            admin_url(admin)?;
+        }
         Ok(())
     }
 
@@ -134,6 +142,25 @@ impl Config {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
     }
+}
+
+/// The URL of an `--admin` value: `http://` is added to a bare `host:port`; the result must be
+/// a valid `http` or `https` URI with a host.
+pub fn admin_url(value: &str) -> anyhow::Result<String> {
+    let value = value.trim();
+    let url = if value.contains("://") {
+        value.to_owned()
+    } else {
+        format!("http://{value}")
+    };
+    let uri: tonic::transport::Uri = url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--admin {value:?} is not a URL: {e}"))?;
+    anyhow::ensure!(
+        matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some(),
+        "--admin {value:?} must be http://host:port"
+    );
+    Ok(url)
 }
 
 #[cfg(test)]
@@ -175,5 +202,27 @@ mod tests {
             ..Config::default()
         };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn admin_flag_takes_a_url_or_host_port() {
+        let cli = Cli::try_parse_from(["kiln-gateway", "--admin", "127.0.0.1:8101"]).unwrap();
+        assert_eq!(cli.config.admin.as_deref(), Some("127.0.0.1:8101"));
+        cli.config.validate().unwrap();
+        assert_eq!(
+            admin_url("127.0.0.1:8101").unwrap(),
+            "http://127.0.0.1:8101"
+        );
+        assert_eq!(
+            admin_url("https://monitor:8101").unwrap(),
+            "https://monitor:8101"
+        );
+        for bad in ["", "ftp://monitor:8101", "http://"] {
+            let config = Config {
+                admin: Some(bad.into()),
+                ..Config::default()
+            };
+            assert!(config.validate().is_err(), "{bad:?}");
+        }
     }
 }

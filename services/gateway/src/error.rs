@@ -5,6 +5,13 @@
 //! UNAVAILABLE, over the in-flight limit → RESOURCE_EXHAUSTED, caller's deadline spent →
 //! DEADLINE_EXCEEDED. A worker's own answer ([`Error::Upstream`]) passes through unchanged, so
 //! the caller sees exactly what the worker said (INVALID_ARGUMENT naming the tensor, ...).
+//!
+//! The repository extension (RepositoryModelLoad/Unload) calls the monitor's Admin API: a model
+//! never registered → NOT_FOUND, a parameter the gateway cannot honour → INVALID_ARGUMENT, no
+//! monitor reachable → UNAVAILABLE (naming `--admin`), no ready replica before the caller's
+//! deadline → DEADLINE_EXCEEDED. The monitor's own refusals ([`Error::Admin`]) keep their code
+//! (NOT_FOUND, INVALID_ARGUMENT, FAILED_PRECONDITION, ...) with the operation named in the
+//! message, except transport-level ones, which read as UNAVAILABLE.
 
 use tonic::{Code, Status};
 
@@ -59,19 +66,81 @@ pub enum Error {
     /// The RPC is not offered by the gateway (yet).
     #[error("{0}")]
     Unimplemented(&'static str),
+    /// A repository request asked for something the gateway cannot do (bad or unsupported
+    /// parameter).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// RepositoryModelLoad of a model with no registered version.
+    #[error("model {0:?} is not registered: register it with `kiln deploy --package`")]
+    NotRegistered(String),
+    /// RepositoryModelLoad of a version that is not registered.
+    #[error(
+        "version {version:?} of model {model:?} is not registered: register it with `kiln deploy --package`"
+    )]
+    VersionNotRegistered {
+        /// The model.
+        model: String,
+        /// The version asked for.
+        version: String,
+    },
+    /// No monitor could be reached (none configured, none leading in etcd, or it did not
+    /// answer).
+    #[error("no monitor reachable: {0} (start a monitor or pass --admin http://HOST:PORT)")]
+    AdminUnavailable(String),
+    /// The monitor answered an Admin call with this status.
+    #[error("monitor refused {op}: {}", .status.message())]
+    Admin {
+        /// The Admin operation (`Deploy`, `Undeploy`, ...).
+        op: &'static str,
+        /// What the monitor answered.
+        status: Status,
+    },
+    /// A model version was deployed but no replica became ready before the deadline.
+    #[error(
+        "model {model} version {version} is deployed but no replica was ready within {waited_ms} ms ({state})"
+    )]
+    LoadTimedOut {
+        /// The model.
+        model: String,
+        /// The version deployed.
+        version: String,
+        /// How long the gateway waited.
+        waited_ms: u64,
+        /// What the routing table says of the version's replicas.
+        state: String,
+    },
 }
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
         let code = match e {
             Error::Upstream(status) => return status,
+            Error::Admin { op, status } => {
+                let message = format!("monitor refused {op}: {}", status.message());
+                return Status::new(admin_code(&status), message);
+            }
             Error::UnknownModel(_) | Error::UnknownVersion { .. } => Code::NotFound,
             Error::NoReadyReplica { .. } | Error::Unreachable { .. } => Code::Unavailable,
             Error::Overloaded { .. } => Code::ResourceExhausted,
             Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             Error::Unimplemented(_) => Code::Unimplemented,
+            Error::InvalidRequest(_) => Code::InvalidArgument,
+            Error::NotRegistered(_) | Error::VersionNotRegistered { .. } => Code::NotFound,
+            Error::AdminUnavailable(_) => Code::Unavailable,
+            Error::LoadTimedOut { .. } => Code::DeadlineExceeded,
         };
         Status::new(code, e.to_string())
+    }
+}
+
+/// The code the caller sees for a monitor's answer: the monitor's own code, except that a
+/// transport failure or an unknown/internal error of the monitor reads as UNAVAILABLE or
+/// INTERNAL, never as something the caller could act on.
+fn admin_code(status: &Status) -> Code {
+    match status.code() {
+        Code::Unknown if std::error::Error::source(status).is_some() => Code::Unavailable,
+        Code::Ok | Code::Unknown => Code::Internal,
+        code => code,
     }
 }
 
@@ -104,6 +173,28 @@ mod tests {
                 Code::DeadlineExceeded,
             ),
             (Error::Unimplemented("no"), Code::Unimplemented),
+            (
+                Error::InvalidRequest("config".into()),
+                Code::InvalidArgument,
+            ),
+            (Error::NotRegistered("m".into()), Code::NotFound),
+            (
+                Error::VersionNotRegistered {
+                    model: "m".into(),
+                    version: "3".into(),
+                },
+                Code::NotFound,
+            ),
+            (Error::AdminUnavailable("down".into()), Code::Unavailable),
+            (
+                Error::LoadTimedOut {
+                    model: "m".into(),
+                    version: "1".into(),
+                    waited_ms: 10,
+                    state: "loading".into(),
+                },
+                Code::DeadlineExceeded,
+            ),
         ];
         for (error, code) in cases {
             assert_eq!(Status::from(error).code(), code);
@@ -116,6 +207,33 @@ mod tests {
             status.message(),
             "no ready replica of model digits version 2"
         );
+    }
+
+    #[test]
+    fn admin_statuses_keep_their_code_and_name_the_operation() {
+        for code in [
+            Code::NotFound,
+            Code::InvalidArgument,
+            Code::FailedPrecondition,
+            Code::Aborted,
+            Code::Unavailable,
+        ] {
+            let status = Status::from(Error::Admin {
+                op: "Deploy",
+                status: Status::new(code, "nope"),
+            });
+            assert_eq!(status.code(), code);
+            assert_eq!(status.message(), "monitor refused Deploy: nope");
+        }
+        let internal = Status::from(Error::Admin {
+            op: "Undeploy",
+            status: Status::unknown("odd"),
+        });
+        assert_eq!(internal.code(), Code::Internal);
+        let status = Status::from(Error::AdminUnavailable(
+            "no controller leader in etcd".into(),
+        ));
+        assert!(status.message().contains("--admin"), "{}", status.message());
     }
 
     #[test]

@@ -12,15 +12,19 @@
 //! - [`balancer`]: one channel per worker, power-of-two-choices on in-flight requests.
 //! - [`forward`]: deadlines, retries on another replica, the retry budget.
 //! - [`service`]: the gRPC service; [`stats`]: cluster-wide ModelStatistics.
+//! - [`repository`]: Triton's repository extension (load/unload/index) mapped onto the
+//!   monitor's Admin API, reached through [`admin`] (`--admin`, or the controller leader).
 //! - [`error`]: the one mapping to gRPC statuses; [`edge`]: the codes of tonic's own
 //!   statuses (size limits); [`metrics`]: Prometheus metrics.
 //! - [`server`]: [`start`] and [`Running::shutdown`].
 
+pub mod admin;
 pub mod balancer;
 pub mod config;
 pub mod error;
 pub mod forward;
 pub mod metrics;
+pub mod repository;
 pub mod routing;
 pub mod server;
 pub mod service;

@@ -22,10 +22,12 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower::util::MapResponseLayer;
 
+use crate::admin::AdminLink;
 use crate::balancer::{Backends, ChannelOptions};
 use crate::config::Config;
 use crate::forward::{Forwarder, RetryBudget};
 use crate::metrics::Metrics;
+use crate::repository::Repository;
 use crate::routing::RoutingTable;
 use crate::service::Gateway;
 use crate::watcher::Watcher;
@@ -72,6 +74,7 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
         connect_timeout: config.connect_timeout(),
         max_message_bytes: config.max_message_bytes,
     }));
+    let admin = AdminLink::new(&config, coord.clone())?;
     let (table_tx, table) = watch::channel(Arc::new(RoutingTable::default()));
     let (synced_tx, synced) = watch::channel(false);
     let watcher = Watcher::spawn(
@@ -89,7 +92,15 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
         config.max_attempts,
         metrics.retries.clone(),
     );
-    let gateway = Gateway::new(&config, table.clone(), ready_rx, forwarder, metrics);
+    let repository = Repository::new(admin, table.clone());
+    let gateway = Gateway::new(
+        &config,
+        table.clone(),
+        ready_rx,
+        forwarder,
+        metrics,
+        repository,
+    );
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_not_serving::<InferenceServer>().await;

@@ -6,7 +6,8 @@
 //! forwarded as the same prost message (tensor bytes are `bytes::Bytes`: never decoded, never
 //! copied) by the [`Forwarder`]. ModelMetadata and ModelConfig are forwarded to a ready replica
 //! of the resolved version, so they describe the package itself; ModelStatistics sums every
-//! worker's answer; the rest is answered from the routing table.
+//! worker's answer; the repository extension is [`crate::repository`]'s (Admin calls to the
+//! monitor); the rest is answered from the routing table.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,7 +16,6 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use kiln_proto::inference::grpc_inference_service_server::GrpcInferenceService;
-use kiln_proto::inference::repository_index_response::ModelIndex;
 use kiln_proto::inference::*;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::forward::{Forwarder, deadline_of};
 use crate::metrics::Metrics;
+use crate::repository::{self, Repository};
 use crate::routing::{RoutingTable, compare_versions};
 use crate::stats;
 
@@ -32,7 +33,7 @@ use crate::stats;
 const STREAM_CONCURRENCY: usize = 64;
 
 /// Extensions announced by ServerMetadata: the Triton extensions the gateway implements.
-pub const EXTENSIONS: &[&str] = &["model_configuration", "statistics"];
+pub const EXTENSIONS: &[&str] = &["model_configuration", "model_repository", "statistics"];
 
 /// The gateway's gRPC service. Cheap to clone.
 #[derive(Clone)]
@@ -50,6 +51,7 @@ struct Inner {
     request_timeout: Duration,
     deadline_margin: Duration,
     stats_timeout: Duration,
+    repository: Repository,
 }
 
 /// One admitted inference request; releases its in-flight slot when dropped.
@@ -63,13 +65,15 @@ impl Drop for Admission<'_> {
 }
 
 impl Gateway {
-    /// A service reading tables from `table`, answering ServerReady from `ready`.
+    /// A service reading tables from `table`, answering ServerReady from `ready` and the
+    /// repository extension through `repository`.
     pub fn new(
         config: &Config,
         table: watch::Receiver<Arc<RoutingTable>>,
         ready: watch::Receiver<bool>,
         forwarder: Forwarder,
         metrics: Metrics,
+        repository: Repository,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -82,6 +86,7 @@ impl Gateway {
                 request_timeout: config.request_timeout(),
                 deadline_margin: config.deadline_margin(),
                 stats_timeout: config.stats_timeout(),
+                repository,
             }),
         }
     }
@@ -390,66 +395,31 @@ impl GrpcInferenceService for Gateway {
         request: Request<RepositoryIndexRequest>,
     ) -> Result<Response<RepositoryIndexResponse>, Status> {
         let only_ready = request.into_inner().ready;
-        let table = self.table();
-        let mut models = Vec::new();
-        for (name, model) in table.models() {
-            let mut versions: Vec<_> = model.versions.iter().collect();
-            versions.sort_by(|(a, _), (b, _)| compare_versions(a, b));
-            for (version, routes) in versions {
-                let ready = !routes.ready.is_empty();
-                if only_ready && !ready {
-                    continue;
-                }
-                let reason = if ready {
-                    String::new()
-                } else if routes.not_ready.is_empty() {
-                    "no replica".to_owned()
-                } else {
-                    routes
-                        .not_ready
-                        .iter()
-                        .map(|(worker, state, reason)| {
-                            let state = state
-                                .as_str_name()
-                                .trim_start_matches("REPLICA_STATE_")
-                                .to_lowercase();
-                            if reason.is_empty() {
-                                format!("{worker}: {state}")
-                            } else {
-                                format!("{worker}: {state} ({reason})")
-                            }
-                        })
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                };
-                models.push(ModelIndex {
-                    name: name.clone(),
-                    version: version.clone(),
-                    state: if ready { "READY" } else { "UNAVAILABLE" }.to_owned(),
-                    reason,
-                });
-            }
-        }
+        let models = repository::index(&self.table(), only_ready);
         Ok(Response::new(RepositoryIndexResponse { models }))
     }
 
     async fn repository_model_load(
         &self,
-        _request: Request<RepositoryModelLoadRequest>,
+        request: Request<RepositoryModelLoadRequest>,
     ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
-        Err(Error::Unimplemented(
-            "RepositoryModelLoad is not supported by the gateway yet: use `kiln deploy`",
-        )
-        .into())
+        let deadline = self.deadline(request.metadata());
+        self.inner
+            .repository
+            .load(request.into_inner(), deadline)
+            .await?;
+        Ok(Response::new(RepositoryModelLoadResponse {}))
     }
 
     async fn repository_model_unload(
         &self,
-        _request: Request<RepositoryModelUnloadRequest>,
+        request: Request<RepositoryModelUnloadRequest>,
     ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
-        Err(Error::Unimplemented(
-            "RepositoryModelUnload is not supported by the gateway yet: use `kiln undeploy`",
-        )
-        .into())
+        let deadline = self.deadline(request.metadata());
+        self.inner
+            .repository
+            .unload(request.into_inner(), deadline)
+            .await?;
+        Ok(Response::new(RepositoryModelUnloadResponse {}))
     }
 }

@@ -97,8 +97,8 @@ async fn unknown_model_and_version_are_not_found_and_unready_is_unavailable() {
         .unwrap()
         .into_inner();
     assert_eq!(index.models.len(), 1);
-    assert_eq!(index.models[0].state, "UNAVAILABLE");
-    assert_eq!(index.models[0].reason, "wa: loading");
+    assert_eq!(index.models[0].state, "LOADING");
+    assert_eq!(index.models[0].reason, "wa: loading; not deployed");
 
     register(&*coord, "m", "1", &a, ReplicaState::Ready).await;
     wait_ready(&gw, "m", "1", 1).await;
