@@ -1,4 +1,5 @@
-//! The Admin API client and the one wait every command shares: replicas becoming READY.
+//! The Admin API client, the progress bar of every wait, and the wait `kiln deploy` and
+//! `kiln up` share: replicas becoming READY (the other waits are in [`crate::wait`]).
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -9,34 +10,29 @@ use kiln_proto::kiln::v1::admin_client::AdminClient;
 use kiln_proto::kiln::v1::{ListReplicasRequest, ReplicaRecord, ReplicaState};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::errors::{Unreachable, normalize_url};
 use crate::output::state_name;
 
 /// A connected Admin client.
 pub type Admin = AdminClient<Channel>;
 
-/// Connects to the Admin API at `url` (`http://host:port`; a bare `host:port` works too).
+/// Connects to the Admin API at `url` (`http://host:port`; a bare `host:port` works too). A
+/// monitor that cannot be reached is an [`Unreachable`] error.
 pub async fn connect(url: &str) -> anyhow::Result<Admin> {
-    let url = if url.contains("://") {
-        url.to_string()
-    } else {
-        format!("http://{url}")
-    };
+    let url = normalize_url(url);
     let channel = Endpoint::from_shared(url.clone())
-        .with_context(|| format!("bad Admin address {url}"))?
+        .with_context(|| format!("bad Admin address {url} (see --admin)"))?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(30))
         .connect()
         .await
-        .with_context(|| {
-            format!(
-                "cannot reach the monitor's Admin API at {url} (is the cluster up? see --admin)"
-            )
-        })?;
+        .map_err(|source| Unreachable { url, source })?;
     Ok(AdminClient::new(channel))
 }
 
-/// A spinner with a count on stderr, drawn only when stderr is a terminal.
-pub fn progress(len: u64, what: &str) -> ProgressBar {
+/// A spinner with a count of `unit` (`ready`, `moved`) on stderr, drawn only when stderr is a
+/// terminal.
+pub fn progress(len: u64, what: &str, unit: &str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(
         Some(len),
         if std::io::stderr().is_terminal() {
@@ -46,9 +42,9 @@ pub fn progress(len: u64, what: &str) -> ProgressBar {
         },
     );
     bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner:.cyan} {prefix} [{bar:20.cyan/blue}] {pos}/{len} ready {msg} ({elapsed})",
-        )
+        ProgressStyle::with_template(&format!(
+            "{{spinner:.cyan}} {{prefix}} [{{bar:20.cyan/blue}}] {{pos}}/{{len}} {unit} {{msg}} ({{elapsed}})"
+        ))
         .expect("valid template")
         .progress_chars("=> "),
     );
@@ -66,7 +62,7 @@ pub async fn wait_ready(
     want: usize,
     within: Duration,
 ) -> anyhow::Result<Vec<ReplicaRecord>> {
-    let bar = progress(want as u64, &format!("{model}/{version}"));
+    let bar = progress(want as u64, &format!("{model}/{version}"), "ready");
     let deadline = tokio::time::Instant::now() + within;
     let result = loop {
         let replicas = admin

@@ -36,6 +36,30 @@ pub enum Command {
     Status(StatusArgs),
     /// Send one inference request through the gateway and print the outputs.
     Predict(PredictArgs),
+    /// Set the traffic weights of a model's deployed versions (`kiln split digits 1=90 2=10`).
+    Split(SplitArgs),
+    /// Send all traffic to one version and retire the others once it is ready.
+    Promote(PromoteArgs),
+    /// Return all traffic to the previous version (or `--to VERSION`).
+    Rollback(RollbackArgs),
+    /// Cordon a worker and wait until its replicas have moved elsewhere (`--undo` lifts it).
+    Drain(DrainArgs),
+    /// List the workers with their load.
+    Workers(ListArgs),
+    /// List the registered model versions.
+    Models(ModelsArgs),
+    /// Print a shell completion script (`kiln completions bash > ~/.kiln.bash`).
+    Completions(CompletionsArgs),
+}
+
+impl Command {
+    /// True for the commands that talk to the monitor's Admin API (`--admin`).
+    pub fn uses_admin(&self) -> bool {
+        !matches!(
+            self,
+            Command::Up(_) | Command::Predict(_) | Command::Completions(_)
+        )
+    }
 }
 
 /// How lists are printed.
@@ -124,14 +148,158 @@ pub struct DeployArgs {
     pub package: Option<PathBuf>,
     /// Traffic weight of a newly deployed version (0: the first version gets 100, later ones
     /// none until a traffic split gives them some).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, visible_alias = "weight", default_value_t = 0)]
     pub traffic_weight: u32,
+    /// Place replicas only on workers with this backend (flex, ndarray, wgpu, ...).
+    #[arg(long, default_value = "")]
+    pub backend: String,
+    /// Place replicas only on workers with this label, `KEY=VALUE` (repeatable).
+    #[arg(long = "selector", value_parser = parse_key_value)]
+    pub selector: Vec<(String, String)>,
+    /// Batching overrides of the package's kiln.toml (0 or absent keeps the package's value).
+    #[command(flatten)]
+    pub batching: BatchingArgs,
     /// Return once the deployment is written instead of waiting for the replicas.
     #[arg(long)]
     pub no_wait: bool,
     /// How long to wait for the replicas, seconds.
-    #[arg(long, default_value_t = 180)]
+    #[arg(long, visible_alias = "timeout", default_value_t = 180)]
     pub timeout_secs: u64,
+    /// Output format (json: the resulting deployment record).
+    #[arg(long, short, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// Batching overrides of `kiln deploy`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct BatchingArgs {
+    /// Largest batch the workers form for this version.
+    #[arg(long, default_value_t = 0)]
+    pub max_batch_size: u32,
+    /// Batch sizes to prefer (repeatable or comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub preferred_batch_size: Vec<u32>,
+    /// Longest a request waits for a batch to fill, microseconds.
+    #[arg(long, default_value_t = 0)]
+    pub max_queue_delay_us: u64,
+    /// Most requests queued per replica before new ones are refused.
+    #[arg(long, default_value_t = 0)]
+    pub max_queue_size: u32,
+}
+
+/// Parses `KEY=VALUE` (a non-empty key).
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+/// Parses `VERSION=WEIGHT`.
+pub fn parse_version_weight(s: &str) -> Result<(String, u32), String> {
+    match s.split_once('=') {
+        Some((v, w)) if !v.is_empty() => w
+            .parse()
+            .map(|w| (v.to_string(), w))
+            .map_err(|_| format!("weight {w:?} of {v:?} is not a whole number")),
+        _ => Err(format!("{s:?} is not VERSION=WEIGHT")),
+    }
+}
+
+/// `kiln split`.
+#[derive(Debug, Clone, Args)]
+pub struct SplitArgs {
+    /// Model name.
+    pub model: String,
+    /// New weights, `VERSION=WEIGHT` each; deployed versions not listed get 0.
+    #[arg(required = true, value_parser = parse_version_weight)]
+    pub weights: Vec<(String, u32)>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// How `kiln promote`, `kiln rollback` and `kiln drain` wait.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// Return once the change is written instead of waiting for the cluster to follow.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait, seconds.
+    #[arg(long, visible_alias = "timeout-secs", default_value_t = 180)]
+    pub timeout: u64,
+}
+
+/// `kiln promote`.
+#[derive(Debug, Clone, Args)]
+pub struct PromoteArgs {
+    /// Model name.
+    pub model: String,
+    /// The version to take all traffic.
+    pub version: String,
+    /// Waiting.
+    #[command(flatten)]
+    pub wait: WaitArgs,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// `kiln rollback`.
+#[derive(Debug, Clone, Args)]
+pub struct RollbackArgs {
+    /// Model name.
+    pub model: String,
+    /// Version to return to (default: the one that had the traffic before the last promote).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Waiting.
+    #[command(flatten)]
+    pub wait: WaitArgs,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// `kiln drain`.
+#[derive(Debug, Clone, Args)]
+pub struct DrainArgs {
+    /// Worker id (see `kiln workers`).
+    pub worker: String,
+    /// Lift the cordon instead.
+    #[arg(long)]
+    pub undo: bool,
+    /// Waiting.
+    #[command(flatten)]
+    pub wait: WaitArgs,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// `kiln workers`.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// `kiln models`.
+#[derive(Debug, Clone, Args)]
+pub struct ModelsArgs {
+    /// Only this model.
+    pub model: Option<String>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// `kiln completions`.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    pub shell: clap_complete::Shell,
 }
 
 /// `kiln undeploy`.
@@ -299,5 +467,78 @@ mod tests {
             panic!()
         };
         assert_eq!(s.output, OutputFormat::Json);
+    }
+
+    #[test]
+    fn parses_deploy_constraints_and_batching() {
+        let Command::Deploy(d) = parse(&[
+            "deploy",
+            "digits",
+            "--version",
+            "2",
+            "--backend",
+            "wgpu",
+            "--selector",
+            "zone=a",
+            "--selector",
+            "gpu=h100",
+            "--max-batch-size",
+            "32",
+            "--preferred-batch-size",
+            "8,16",
+            "--preferred-batch-size",
+            "32",
+            "--max-queue-delay-us",
+            "500",
+            "-o",
+            "json",
+        ])
+        .command
+        else {
+            panic!()
+        };
+        assert_eq!(d.backend, "wgpu");
+        assert_eq!(d.selector.len(), 2);
+        assert_eq!(d.batching.preferred_batch_size, [8, 16, 32]);
+        assert_eq!(
+            (d.batching.max_batch_size, d.batching.max_queue_delay_us),
+            (32, 500)
+        );
+        assert_eq!(d.batching.max_queue_size, 0);
+        assert_eq!(d.output, OutputFormat::Json);
+        assert!(
+            Cli::try_parse_from(["kiln", "deploy", "d", "--version", "1", "--selector", "x"])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn parses_split_promote_rollback_drain() {
+        let Command::Split(s) = parse(&["split", "digits", "1=90", "2=10"]).command else {
+            panic!()
+        };
+        assert_eq!(s.weights, [("1".into(), 90), ("2".into(), 10)]);
+        assert!(Cli::try_parse_from(["kiln", "split", "digits"]).is_err());
+        assert!(Cli::try_parse_from(["kiln", "split", "digits", "1=x"]).is_err());
+        let Command::Promote(p) = parse(&["promote", "digits", "2", "--no-wait"]).command else {
+            panic!()
+        };
+        assert!(p.wait.no_wait);
+        assert_eq!(p.wait.timeout, 180);
+        let Command::Rollback(r) = parse(&["rollback", "digits", "--to", "1"]).command else {
+            panic!()
+        };
+        assert_eq!(r.to.as_deref(), Some("1"));
+        let Command::Drain(d) = parse(&["drain", "worker-1", "--undo", "--timeout", "5"]).command
+        else {
+            panic!()
+        };
+        assert!(d.undo);
+        assert_eq!(d.wait.timeout, 5);
+        assert!(matches!(
+            parse(&["completions", "zsh"]).command,
+            Command::Completions(_)
+        ));
+        assert!(Cli::try_parse_from(["kiln", "completions", "tcsh"]).is_err());
     }
 }

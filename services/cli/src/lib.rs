@@ -3,43 +3,50 @@
 //! - `kiln up` runs the whole cluster in one process (monitor, workers and gateway, each started
 //!   through its library's `start`), registers the packages of a model repository, deploys the
 //!   demo model and prints how to call it ([`commands::up`]).
-//! - `kiln deploy | undeploy | scale | status` talk to the monitor's `kiln.v1.Admin` API
-//!   ([`commands::deploy`], [`commands::status`]).
+//! - `kiln deploy | undeploy | scale` ([`commands::deploy`]), `kiln split | promote | rollback`
+//!   ([`commands::traffic`]), `kiln drain | workers | models` ([`commands::workers`]) and
+//!   `kiln status` ([`commands::status`]) talk to the monitor's `kiln.v1.Admin` API; the waits
+//!   for the cluster to follow are in [`admin`] and [`wait`].
 //! - `kiln predict` sends one Open Inference Protocol request through the gateway
 //!   ([`commands::predict`], input handling in [`input`]).
+//! - `kiln completions SHELL` prints a completion script ([`commands::completions`]).
 //!
-//! The binary (`main.rs`) only parses [`args::Cli`] and calls [`run`].
+//! The binary (`main.rs`) only parses [`args::Cli`], calls [`run`] and prints a failure through
+//! [`errors::explain`], the one place where errors become messages with the fix to try.
 
 pub mod admin;
 pub mod args;
 pub mod commands;
+pub mod errors;
 pub mod input;
 pub mod output;
+pub mod wait;
 
 use args::{Cli, Command};
+use commands::{completions, deploy, predict, status, traffic, up, workers};
 
 /// Runs one command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let url = cli.admin;
     match cli.command {
-        Command::Up(args) => commands::up::run(args).await,
-        Command::Predict(args) => commands::predict::run(args).await,
-        Command::Deploy(args) => {
-            commands::deploy::run(&mut admin::connect(&cli.admin).await?, args).await
-        }
-        Command::Undeploy(args) => {
-            commands::deploy::undeploy(&mut admin::connect(&cli.admin).await?, args).await
-        }
-        Command::Scale(args) => {
-            commands::deploy::scale(&mut admin::connect(&cli.admin).await?, args).await
-        }
-        Command::Status(args) => {
-            commands::status::run(&mut admin::connect(&cli.admin).await?, args).await
-        }
+        Command::Up(args) => up::run(args).await,
+        Command::Predict(args) => predict::run(args).await,
+        Command::Completions(args) => completions::run(args),
+        Command::Deploy(args) => deploy::run(&mut admin::connect(&url).await?, args).await,
+        Command::Undeploy(args) => deploy::undeploy(&mut admin::connect(&url).await?, args).await,
+        Command::Scale(args) => deploy::scale(&mut admin::connect(&url).await?, args).await,
+        Command::Status(args) => status::run(&mut admin::connect(&url).await?, args).await,
+        Command::Split(args) => traffic::split(&mut admin::connect(&url).await?, args).await,
+        Command::Promote(args) => traffic::promote(&mut admin::connect(&url).await?, args).await,
+        Command::Rollback(args) => traffic::rollback(&mut admin::connect(&url).await?, args).await,
+        Command::Drain(args) => workers::drain(&mut admin::connect(&url).await?, args).await,
+        Command::Workers(args) => workers::workers(&mut admin::connect(&url).await?, args).await,
+        Command::Models(args) => workers::models(&mut admin::connect(&url).await?, args).await,
     }
 }
 
 /// An error chain as one line, with gRPC statuses shown as `CODE: message` rather than tonic's
-/// debug dump.
+/// debug dump (for errors that do not come from the Admin API; see [`errors::explain`]).
 pub fn describe(err: &anyhow::Error) -> String {
     err.chain()
         .map(|cause| match cause.downcast_ref::<tonic::Status>() {

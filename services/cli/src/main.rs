@@ -24,10 +24,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let admin = cli.command.uses_admin().then(|| cli.admin.clone());
     match runtime.block_on(kiln::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", kiln::describe(&e));
+            eprintln!("error: {}", kiln::errors::explain(&e, admin.as_deref()));
             ExitCode::FAILURE
         }
     }

@@ -52,6 +52,27 @@ pub fn state_name(state: i32) -> &'static str {
     }
 }
 
+/// Bytes in binary units for people: `512 B`, `1.5 KiB`, `2.0 GiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Prints `value` as pretty JSON on stdout.
+pub fn emit_json<T: serde::Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
+    emit(&format!("{}\n", serde_json::to_string_pretty(value)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +89,13 @@ mod tests {
         assert_eq!(t, "ID        STATE\nworker-1  READY\nw2\n");
         assert_eq!(state_name(ReplicaState::Ready as i32), "READY");
         assert_eq!(state_name(42), "UNKNOWN");
+    }
+
+    #[test]
+    fn bytes_for_people() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
     }
 }

@@ -4,11 +4,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use kiln_proto::kiln::v1::{
-    DeployRequest, ModelVersionRecord, RegisterModelVersionRequest, ScaleRequest, UndeployRequest,
+    BatchingOverrides, DeployRequest, ModelVersionRecord, RegisterModelVersionRequest,
+    ScaleRequest, UndeployRequest,
 };
 
 use crate::admin::{Admin, wait_ready};
-use crate::args::{DeployArgs, ScaleArgs, UndeployArgs};
+use crate::args::{DeployArgs, OutputFormat, ScaleArgs, UndeployArgs};
+use crate::output::emit_json;
 
 /// Registers the package in `dir` (made absolute here: the monitor resolves paths itself).
 pub async fn register(
@@ -31,8 +33,38 @@ pub async fn register(
     Ok(record)
 }
 
-/// Runs `kiln deploy`.
+/// The DeployRequest of `kiln deploy` (batching overrides only when one is set).
+pub fn request(args: &DeployArgs) -> DeployRequest {
+    let b = &args.batching;
+    let batching = BatchingOverrides {
+        max_batch_size: b.max_batch_size,
+        preferred_batch_size: b.preferred_batch_size.clone(),
+        max_queue_delay_microseconds: b.max_queue_delay_us,
+        max_queue_size: b.max_queue_size,
+    };
+    DeployRequest {
+        model: args.model.clone(),
+        version: args.version.clone(),
+        replicas: args.replicas,
+        traffic_weight: args.traffic_weight,
+        backend: args.backend.clone(),
+        selector: args.selector.iter().cloned().collect(),
+        batching: (batching != BatchingOverrides::default()).then_some(batching),
+    }
+}
+
+/// Runs `kiln deploy`: registers `--package` first, deploys, and (unless `--no-wait`) waits
+/// until the version's READY replicas reach the desired count, failing fast on a FAILED one.
+/// Progress lines go to stderr with `--output json`, so stdout is the deployment record only.
 pub async fn run(admin: &mut Admin, args: DeployArgs) -> anyhow::Result<()> {
+    let json = args.output == OutputFormat::Json;
+    let say = |line: String| {
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
     if let Some(dir) = &args.package {
         let record = register(admin, dir).await?;
         anyhow::ensure!(
@@ -43,19 +75,13 @@ pub async fn run(admin: &mut Admin, args: DeployArgs) -> anyhow::Result<()> {
             args.model,
             args.version
         );
-        println!(
+        say(format!(
             "registered {}/{} (sha256 {})",
             record.model, record.version, &record.sha256
-        );
+        ));
     }
     let deployment = admin
-        .deploy(DeployRequest {
-            model: args.model.clone(),
-            version: args.version.clone(),
-            replicas: args.replicas,
-            traffic_weight: args.traffic_weight,
-            ..Default::default()
-        })
+        .deploy(request(&args))
         .await
         .with_context(|| format!("deploying {}/{}", args.model, args.version))?
         .into_inner()
@@ -66,25 +92,31 @@ pub async fn run(admin: &mut Admin, args: DeployArgs) -> anyhow::Result<()> {
         .iter()
         .map(|v| format!("{}×{} (weight {})", v.version, v.replicas, v.traffic_weight))
         .collect();
-    println!("deployed {}: {}", deployment.model, weights.join(", "));
-    if args.no_wait {
-        return Ok(());
+    say(format!(
+        "deployed {}: {}",
+        deployment.model,
+        weights.join(", ")
+    ));
+    if !args.no_wait {
+        let ready = wait_ready(
+            admin,
+            &args.model,
+            &args.version,
+            args.replicas as usize,
+            Duration::from_secs(args.timeout_secs),
+        )
+        .await?;
+        let workers: Vec<&str> = ready.iter().map(|r| r.worker_id.as_str()).collect();
+        say(format!(
+            "{}/{} ready on {}",
+            args.model,
+            args.version,
+            workers.join(", ")
+        ));
     }
-    let ready = wait_ready(
-        admin,
-        &args.model,
-        &args.version,
-        args.replicas as usize,
-        Duration::from_secs(args.timeout_secs),
-    )
-    .await?;
-    let workers: Vec<&str> = ready.iter().map(|r| r.worker_id.as_str()).collect();
-    println!(
-        "{}/{} ready on {}",
-        args.model,
-        args.version,
-        workers.join(", ")
-    );
+    if json {
+        emit_json(&deployment)?;
+    }
     Ok(())
 }
 
@@ -95,7 +127,8 @@ pub async fn undeploy(admin: &mut Admin, args: UndeployArgs) -> anyhow::Result<(
             model: args.model.clone(),
             version: args.version.clone().unwrap_or_default(),
         })
-        .await?
+        .await
+        .with_context(|| format!("undeploying {}", args.model))?
         .into_inner()
         .deployment;
     match left {
@@ -120,7 +153,8 @@ pub async fn scale(admin: &mut Admin, args: ScaleArgs) -> anyhow::Result<()> {
             version: args.version.clone(),
             replicas: args.replicas,
         })
-        .await?;
+        .await
+        .with_context(|| format!("scaling {}/{}", args.model, args.version))?;
     println!(
         "{}/{} scaled to {} replicas",
         args.model, args.version, args.replicas

@@ -1,7 +1,10 @@
-//! One module per subcommand.
+//! One module per subcommand (or family of subcommands).
 
+pub mod completions;
 pub mod deploy;
 pub mod predict;
 pub mod snippets;
 pub mod status;
+pub mod traffic;
 pub mod up;
+pub mod workers;

@@ -80,6 +80,8 @@ impl Cluster {
                 backend: config.backend,
                 package_root: Some(config.models.clone()),
                 no_dynamic_batching: config.no_dynamic_batching,
+                // The whole cluster stops together (gateway first): nothing to drain to.
+                drain_timeout_secs: 0,
                 ..kiln_worker::Config::default()
             };
             let worker = kiln_worker::Config {
