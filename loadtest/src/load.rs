@@ -248,9 +248,30 @@ fn track(tracker: &Option<Arc<Tracker>>, sample: &Sample) {
     }
 }
 
+/// Set once SIGINT (Ctrl-C) arrived: the run in progress ends at once, as if its duration were
+/// over (it is measured and reported), and no further run of a sweep starts.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether SIGINT ended a run (see [`INTERRUPTED`]).
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
+/// Ends `window` when SIGINT arrives (or at once when it already did).
+fn stop_on_interrupt(window: Arc<Window>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if !interrupted() && tokio::signal::ctrl_c().await.is_err() {
+            return; // no signal handling here: run to the end
+        }
+        INTERRUPTED.store(true, Ordering::Relaxed);
+        window.stop_at(Instant::now());
+    })
+}
+
 /// Runs `load` against `call` from now on and returns the measured outcomes.
 pub async fn run<C: Call>(call: C, load: &LoadConfig) -> Outcome {
     let window = Arc::new(Window::new(Instant::now(), load));
+    let interrupt = stop_on_interrupt(window.clone());
     call.begin(window.measure_from);
     let tracker = load
         .stability
@@ -288,6 +309,7 @@ pub async fn run<C: Call>(call: C, load: &LoadConfig) -> Outcome {
             .await
         }
     };
+    interrupt.abort();
     let measured = window.measured(Instant::now());
     let stability = match monitor {
         Some(monitor) => Some(monitor.await.expect("the stability monitor panicked")),

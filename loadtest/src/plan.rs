@@ -133,6 +133,9 @@ where
     let slo = match plan {
         Plan::Levels(configs) => {
             for config in configs {
+                if crate::load::interrupted() {
+                    break;
+                }
                 runs.push(run_one(config).await?);
             }
             None
@@ -141,6 +144,9 @@ where
             search.validate()?;
             let mut probes = Vec::new();
             let (_, best_rate) = slo::search(*search, async |rate| {
+                if crate::load::interrupted() {
+                    anyhow::bail!("interrupted during the SLO search");
+                }
                 let report = run_one(&at_rate(base, rate)).await?;
                 let probe = slo.judge(rate, &report);
                 let met = probe.met;
