@@ -15,9 +15,10 @@
 //! 1. An assignment survives only if its worker is live, its version is deployed with at least
 //!    one replica, and that version is registered. Everything else is deleted.
 //! 2. Assignments on workers that no longer fit in any way but memory (draining, cordoned, wrong
-//!    backend or labels) are *leaving*: they stay until the version has as many READY replicas
+//!    backend or labels), and assignments whose replica reports FAILED, are *leaving*: they stay until the version has as many READY replicas
 //!    on fitting workers as it wants (make before break), then they are deleted. A leaving
-//!    replica with nowhere to go stays put, because it serves better than none.
+//!    replica with nowhere to go stays put, because it serves better than none. So a load that
+//!    failed is tried once on each other fitting worker, not again and again on the same one.
 //! 3. A version never has more staying assignments than replicas: extras are deleted, the most
 //!    loaded worker first (ties: highest worker id), so the spread stays even.
 //! 4. Missing replicas go to distinct fitting workers that do not already host the version:
@@ -182,6 +183,12 @@ pub fn plan(state: &ClusterState) -> Plan {
         .filter(|r| r.state == ReplicaState::Ready as i32)
         .map(|r| (r.model.as_str(), r.version.as_str(), r.worker_id.as_str()))
         .collect();
+    let failed: BTreeSet<(&str, &str, &str)> = state
+        .replicas
+        .iter()
+        .filter(|r| r.state == ReplicaState::Failed as i32)
+        .map(|r| (r.model.as_str(), r.version.as_str(), r.worker_id.as_str()))
+        .collect();
     let holders: BTreeSet<(&str, &str, &str)> = state
         .replicas
         .iter()
@@ -227,8 +234,9 @@ pub fn plan(state: &ClusterState) -> Plan {
         *load.entry(a.worker_id.clone()).or_default() += 1;
         *used.entry(a.worker_id.clone()).or_default() += size_of(&key_of(a));
     }
-    let stays = |id: &str, v: &DeploymentVersion| {
+    let stays = |key: &VersionKey, id: &str, v: &DeploymentVersion| {
         live.get(id).is_some_and(|w| !w.draining && matches(w, v))
+            && !failed.contains(&(key.0.as_str(), key.1.as_str(), id))
     };
 
     let mut sorted_workers: Vec<&WorkerRecord> = state.workers.iter().collect();
@@ -238,7 +246,7 @@ pub fn plan(state: &ClusterState) -> Plan {
         let size = size_of(key);
         let list = kept.remove(key).unwrap_or_default();
         let (mut staying, leaving): (Vec<Assignment>, Vec<Assignment>) =
-            list.into_iter().partition(|a| stays(&a.worker_id, dv));
+            list.into_iter().partition(|a| stays(key, &a.worker_id, dv));
 
         // Rule 3: trim extras among the staying, most loaded first (ties: highest id).
         if staying.len() > wanted {

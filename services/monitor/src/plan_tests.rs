@@ -310,6 +310,39 @@ fn replicas_move_off_draining_workers_make_before_break() {
 }
 
 #[test]
+fn a_failed_load_is_tried_once_on_each_other_worker() {
+    let mut state = ClusterState {
+        workers: workers(&["w1", "w2", "w3"]),
+        deployments: vec![deployment("m", &[("1", 1)])],
+        models: vec![model("m", "1")],
+        assignments: vec![a("w1", "m", "1")],
+        replicas: vec![replica("w1", "m", "1", ReplicaState::Failed, 0)],
+    };
+    // The failed replica stays (it may be the only copy) and a second try goes elsewhere.
+    let p = plan(&state);
+    assert_eq!(p.create, vec![a("w2", "m", "1")]);
+    assert!(p.delete.is_empty());
+    // That one fails too: the last worker gets a try.
+    state.assignments.push(a("w2", "m", "1"));
+    state
+        .replicas
+        .push(replica("w2", "m", "1", ReplicaState::Failed, 0));
+    assert_eq!(plan(&state).create, vec![a("w3", "m", "1")]);
+    // Every worker failed it: nothing more to try, and nothing churns.
+    state.assignments.push(a("w3", "m", "1"));
+    state
+        .replicas
+        .push(replica("w3", "m", "1", ReplicaState::Failed, 0));
+    let p = plan(&state);
+    assert!(p.is_empty(), "{p:?}");
+    assert_eq!(p.issues.len(), 1);
+    // One succeeds: the failed ones go.
+    state.replicas[2].state = ReplicaState::Ready as i32;
+    let p = plan(&state);
+    assert_eq!(p.delete, vec![a("w1", "m", "1"), a("w2", "m", "1")]);
+}
+
+#[test]
 fn respects_backend_and_selector_and_moves_off_a_mismatch() {
     let mut gpu = worker("g1");
     gpu.backend = "wgpu".into();
