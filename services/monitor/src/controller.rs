@@ -163,6 +163,7 @@ async fn run(
         };
         leader_tx.send_replace(false);
         metrics.is_leader.set(0);
+        metrics.forget_cluster();
         match ended {
             Ended::Lost => tracing::warn!("lost controller leadership; campaigning again"),
             Ended::Stopped => {

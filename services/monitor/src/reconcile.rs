@@ -82,6 +82,7 @@ impl Reconciler {
         metrics: &Metrics,
     ) -> Result<PassOutcome> {
         let snap = snapshot(coord).await?;
+        metrics.observe(&snap.state);
         let p = plan(&snap.state);
         self.log_issues(&p);
         let mut outcome = PassOutcome::default();

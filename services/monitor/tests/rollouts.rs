@@ -113,6 +113,16 @@ async fn canary_promote_and_rollback() {
         assigned_workers(&coord, "m", "1").await.len() == 2
     })
     .await;
+    // The leader publishes desired vs READY per version, and workers by state.
+    eventually(WITHIN, "deployment gauges", || async {
+        let body = http_get(monitor.http_addr, "/metrics").await;
+        let series = |name: &str| metric(&body, &format!("{name}{{model=\"m\",version=\"1\"}}"));
+        series("kiln_deployment_replicas_desired") == Some(2.0)
+            && series("kiln_deployment_replicas_ready") == Some(2.0)
+            && series("kiln_deployment_traffic_weight") == Some(100.0)
+            && metric(&body, "kiln_workers{state=\"up\"}") == Some(3.0)
+    })
+    .await;
 
     // Canary: v2 with one replica and 10 % of the traffic.
     admin.deploy(deploy("2", 1)).await.unwrap();
