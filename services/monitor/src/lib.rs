@@ -21,6 +21,7 @@
 mod admin;
 mod config;
 mod controller;
+pub mod drift;
 mod error;
 mod metrics;
 pub mod plan;

@@ -5,6 +5,10 @@
 //!   shared [`Registry`]), `/healthz` (the process is up) and `/readyz` (the service says it can
 //!   take traffic, from a `watch` flag).
 //! - [`shutdown_signal`]: resolves on SIGINT or SIGTERM, the start of the shutdown protocol.
+//! - [`profile`]: the mergeable traffic profiles (feature sketches, output histograms, latency)
+//!   that workers push to the monitor.
+
+pub mod profile;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,152 @@
+//! [`QuantileSketch`]: a KLL sketch (Apache DataSketches) of `f32` values.
+//!
+//! Guarantees (k = [`DEFAULT_K`] = 200): any rank or CDF answer is within
+//! [`QuantileSketch::rank_error`] (≈ 1.33 %, single-sided, 99 % confidence) of the true
+//! normalized rank, whatever the distribution, its location or its scale; a quantile answer is
+//! a value whose true rank is within that error of the asked rank. Merging two sketches keeps
+//! the same guarantee for the union stream. At most `3k + 8·L` items are retained, `L` the
+//! number of levels (`L ≤ ⌈log2(n / 8)⌉ + 1` for `n` values), so memory stays at a few KiB
+//! whatever the number of values.
+
+use datasketches::common::SearchCriteria;
+use datasketches::kll::{KllFloat, KllSketch};
+
+use super::ProfileError;
+
+/// Default KLL accuracy parameter: ≈ 1.33 % normalized rank error, ~600 items retained.
+pub const DEFAULT_K: u16 = 200;
+
+/// Upper bound on the items a KLL sketch with parameter `k` retains after `n` values: the sum
+/// of its level capacities (`k·(2/3)^d`, at least 8) over at most `⌊log2 n⌋ + 2` levels (an
+/// item of level `h` stands for `2^h` values, so a non-empty top level needs `n ≥ 2^h`).
+pub fn max_retained(k: u16, n: u64) -> usize {
+    let levels = (64 - n.leading_zeros()) as usize + 1;
+    (0..levels)
+        .map(|depth| {
+            let cap = (k as f64) * (2.0f64 / 3.0).powi(depth as i32);
+            (cap.ceil() as usize).max(8)
+        })
+        .sum()
+}
+
+/// A mergeable quantile sketch of `f32` values (KLL, DataSketches compact binary format).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantileSketch {
+    kll: KllSketch<KllFloat<f32>>,
+}
+
+impl QuantileSketch {
+    /// The `sketch_format` string of the serialized form.
+    pub const FORMAT: &'static str = "kll-f32";
+
+    /// An empty sketch with accuracy parameter `k` (8..=65535; larger is more accurate).
+    pub fn new(k: u16) -> Result<Self, ProfileError> {
+        let kll = KllSketch::new(k).map_err(|e| ProfileError::Config(e.to_string()))?;
+        Ok(Self { kll })
+    }
+
+    /// Folds in one value; NaN is ignored (callers count it as missing before).
+    #[inline]
+    pub fn add(&mut self, value: f32) {
+        if let Ok(v) = KllFloat::<f32>::new(value) {
+            self.kll.update(v);
+        }
+    }
+
+    /// Folds in `other` (the result summarizes both streams).
+    pub fn merge(&mut self, other: &QuantileSketch) -> Result<(), ProfileError> {
+        self.kll
+            .merge(&other.kll)
+            .map_err(|e| ProfileError::Merge(e.to_string()))
+    }
+
+    /// Number of values folded in.
+    pub fn count(&self) -> u64 {
+        self.kll.n()
+    }
+
+    /// Items currently retained (the memory driver: 4 bytes each).
+    pub fn retained(&self) -> usize {
+        self.kll.num_retained()
+    }
+
+    /// The KLL parameter `k`.
+    pub fn k(&self) -> u16 {
+        self.kll.k()
+    }
+
+    /// Normalized single-sided rank error of this sketch (99 % confidence).
+    pub fn rank_error(&self) -> f64 {
+        self.kll.normalized_rank_error()
+    }
+
+    /// The approximate `q`-quantile (`q` clamped to `[0, 1]`; 0 and 1 give the exact min and
+    /// max). `None` when empty or `q` is NaN.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if q.is_nan() {
+            return None;
+        }
+        let q = q.clamp(0.0, 1.0);
+        self.kll
+            .quantile(q, SearchCriteria::Inclusive)
+            .ok()
+            .flatten()
+            .map(|v| f64::from(v.into_inner()))
+    }
+
+    /// The approximate fraction of values `<= x`. `None` when empty or `x` is NaN.
+    pub fn cdf(&self, x: f64) -> Option<f64> {
+        let item = KllFloat::<f32>::new(x as f32).ok()?;
+        self.kll.rank(&item, SearchCriteria::Inclusive)
+    }
+
+    /// The sketch in DataSketches' compact binary format.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.kll.serialize()
+    }
+
+    /// Reads a sketch written by [`QuantileSketch::to_bytes`] (or another DataSketches port's
+    /// `kll_floats_sketch`).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ProfileError> {
+        let kll = KllSketch::deserialize(bytes)
+            .map_err(|e| ProfileError::Decode(format!("quantile sketch: {e}")))?;
+        Ok(Self { kll })
+    }
+
+    /// Empties the sketch, keeping `k`.
+    pub fn reset(&mut self) {
+        self.kll.reset();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_below_capacity_and_round_trips() {
+        let mut s = QuantileSketch::new(DEFAULT_K).unwrap();
+        for v in [-3.0f32, -1.0, 0.0, 2.0, 5.0] {
+            s.add(v);
+        }
+        s.add(f32::NAN);
+        assert_eq!(s.count(), 5);
+        assert_eq!(s.quantile(0.0), Some(-3.0));
+        assert_eq!(s.quantile(0.5), Some(0.0));
+        assert_eq!(s.quantile(1.0), Some(5.0));
+        assert_eq!(s.cdf(0.0), Some(0.6));
+        assert_eq!(s.cdf(f64::NAN), None);
+        let back = QuantileSketch::from_bytes(&s.to_bytes()).unwrap();
+        assert_eq!(back.quantile(0.5), Some(0.0));
+        assert_eq!(back.count(), 5);
+        assert!(QuantileSketch::from_bytes(&[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn bad_k_is_a_config_error() {
+        assert!(matches!(
+            QuantileSketch::new(2),
+            Err(ProfileError::Config(_))
+        ));
+    }
+}
