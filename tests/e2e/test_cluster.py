@@ -125,7 +125,8 @@ def test_perf_analyzer_runs_clean_at_concurrency_4(cluster):
     pa = Path(sys.executable).parent / "perf_analyzer"
     out = subprocess.run(
         [pa, "-m", "digits", "-u", cluster.gateway_addr, "-i", "grpc", "-b", "1",
-         "--concurrency-range", "4", "--measurement-interval", "1500", "--max-trials", "6"],
+         "--concurrency-range", "4", "--measurement-interval", "1500", "--max-trials", "10",
+         "--stability-percentage", "50"],
         capture_output=True, text=True, timeout=180, env=perf_analyzer_env())
     print(out.stdout[-3000:], out.stderr[-2000:])
     assert out.returncode == 0, out.stderr
