@@ -50,6 +50,10 @@ pub enum Command {
     Models(ModelsArgs),
     /// Print a shell completion script (`kiln completions bash > ~/.kiln.bash`).
     Completions(CompletionsArgs),
+    /// Build a package's reference profile from its training data (`reference.profile.pb`).
+    Profile(ProfileArgs),
+    /// Compare a model version's live traffic with its reference profile, feature by feature.
+    Drift(DriftArgs),
 }
 
 impl Command {
@@ -57,7 +61,7 @@ impl Command {
     pub fn uses_admin(&self) -> bool {
         !matches!(
             self,
-            Command::Up(_) | Command::Predict(_) | Command::Completions(_)
+            Command::Up(_) | Command::Predict(_) | Command::Completions(_) | Command::Profile(_)
         )
     }
 }
@@ -290,6 +294,34 @@ pub struct ListArgs {
 pub struct ModelsArgs {
     /// Only this model.
     pub model: Option<String>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// `kiln profile`.
+#[derive(Debug, Clone, Args)]
+pub struct ProfileArgs {
+    /// The model package (a directory holding kiln.toml).
+    #[arg(long)]
+    pub package: PathBuf,
+    /// Training data: CSV with a header of feature names, or NPY (2-D float32/float64).
+    /// Default: the package's `reference` file named in kiln.toml.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+}
+
+/// `kiln drift`.
+#[derive(Debug, Clone, Args)]
+pub struct DriftArgs {
+    /// The model.
+    pub model: String,
+    /// The version (default: the version whose traffic was profiled last).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Look-back, seconds (0: the monitor's default, 60 s).
+    #[arg(long, default_value_t = 0)]
+    pub window: u64,
     /// Output format.
     #[arg(long, short, value_enum, default_value_t)]
     pub output: OutputFormat,

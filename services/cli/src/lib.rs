@@ -10,6 +10,8 @@
 //! - `kiln predict` sends one Open Inference Protocol request through the gateway
 //!   ([`commands::predict`], input handling in [`input`]).
 //! - `kiln completions SHELL` prints a completion script ([`commands::completions`]).
+//! - `kiln profile --package DIR` writes a package's reference profile and `kiln drift MODEL`
+//!   prints the monitor's drift report ([`commands::drift`]).
 //!
 //! The binary (`main.rs`) only parses [`args::Cli`], calls [`run`] and prints a failure through
 //! [`errors::explain`], the one place where errors become messages with the fix to try.
@@ -23,7 +25,7 @@ pub mod output;
 pub mod wait;
 
 use args::{Cli, Command};
-use commands::{completions, deploy, predict, status, traffic, up, workers};
+use commands::{completions, deploy, drift, predict, status, traffic, up, workers};
 
 /// Runs one command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -42,6 +44,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Drain(args) => workers::drain(&mut admin::connect(&url).await?, args).await,
         Command::Workers(args) => workers::workers(&mut admin::connect(&url).await?, args).await,
         Command::Models(args) => workers::models(&mut admin::connect(&url).await?, args).await,
+        Command::Profile(args) => drift::profile(args).await,
+        Command::Drift(args) => drift::drift(&mut admin::connect(&url).await?, args).await,
     }
 }
 

@@ -39,6 +39,16 @@ pub struct Config {
     /// Name this instance campaigns with (shown as the leader); defaults to the gRPC address.
     #[arg(long)]
     pub instance_name: Option<String>,
+    /// Telemetry windows kept per model version (older windows are dropped).
+    #[arg(long, default_value_t = 60)]
+    pub telemetry_windows: usize,
+    /// Model versions whose telemetry is kept (the least recently pushed is evicted).
+    #[arg(long, default_value_t = 64)]
+    pub telemetry_versions: usize,
+    /// Length of a telemetry window, seconds: pushes are merged into windows aligned on the
+    /// Unix epoch.
+    #[arg(long, default_value_t = 10)]
+    pub telemetry_window_secs: u64,
 }
 
 impl Default for Config {
@@ -54,6 +64,9 @@ impl Default for Config {
             request_timeout_secs: 30,
             shutdown_grace_secs: 5,
             instance_name: None,
+            telemetry_windows: 60,
+            telemetry_versions: 64,
+            telemetry_window_secs: 10,
         }
     }
 }

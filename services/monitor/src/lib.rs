@@ -1,6 +1,7 @@
 //! kiln-monitor: Kiln's control plane.
 //!
-//! A monitor instance serves the `kiln.v1.Admin` API (plus gRPC health and reflection) and the
+//! A monitor instance serves the `kiln.v1.Admin` and `kiln.v1.Telemetry` APIs (plus gRPC health
+//! and reflection; every instance accepts profile pushes, see [`telemetry`]) and the
 //! HTTP endpoints (`/metrics`, `/healthz`, `/readyz`), and runs a leader-elected controller:
 //! several instances may run, exactly one reconciles at a time ([`Running::leader`]), turning
 //! deployments into assignments with the pure placement function [`plan()`].
@@ -26,8 +27,10 @@ mod error;
 mod metrics;
 pub mod plan;
 mod reconcile;
+pub mod reference;
 mod state;
 mod task;
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -36,6 +39,7 @@ use std::time::Duration;
 use anyhow::Context;
 use kiln_coord::SharedCoordinator;
 use kiln_proto::kiln::v1::admin_server::AdminServer;
+use kiln_proto::kiln::v1::telemetry_server::TelemetryServer;
 use kiln_telemetry::{HttpEndpoints, Registry};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -46,6 +50,7 @@ pub use config::Config;
 pub use error::{Error, Result};
 pub use metrics::Metrics;
 pub use plan::{Assignment, ClusterState, Plan, PlanIssue, plan, retirements};
+pub use telemetry::{ProfileStore, TelemetryService};
 
 use controller::{Controller, ControllerSettings};
 use task::Task;
@@ -85,16 +90,29 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AdminServer<AdminService>>().await;
+    health
+        .set_serving::<TelemetryServer<TelemetryService>>()
+        .await;
+    let profiles = Arc::new(ProfileStore::new(
+        config.telemetry_window_secs.max(1).saturating_mul(1000),
+        config.telemetry_windows,
+        config.telemetry_versions,
+    ));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(kiln_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building the reflection service")?;
     let admin = AdminServer::new(
         AdminService::new(coord.clone(), config.package_root.clone())
-            .with_repository(config.repository.clone()),
+            .with_repository(config.repository.clone())
+            .with_profiles(profiles.clone()),
     )
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(config.max_message_bytes);
+
+    let telemetry = TelemetryServer::new(TelemetryService::new(profiles))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
 
     let (stop_server, stop_rx) = oneshot::channel::<()>();
     // Explicit limits; no max_connection_age (setting it needs the grace too: tonic panic trap).
@@ -105,7 +123,8 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(admin);
+        .add_service(admin)
+        .add_service(telemetry);
     // TcpIncoming, not a listener stream: only it applies TCP_NODELAY (docs/ARCHITECTURE.md).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = Task::spawn(async move {
@@ -164,6 +183,9 @@ impl Running {
         self.ready.send_replace(false);
         self.health
             .set_not_serving::<AdminServer<AdminService>>()
+            .await;
+        self.health
+            .set_not_serving::<TelemetryServer<TelemetryService>>()
             .await;
         self.health
             .set_service_status("", tonic_health::ServingStatus::NotServing)

@@ -73,7 +73,12 @@ async fn register_deploy_and_list() {
     assert_eq!(record.inputs[0].name, "input");
     assert_eq!(record.inputs[0].dims, [64]);
     assert_eq!(record.outputs.len(), 2);
-    assert!(record.reference_profile_uri.ends_with("reference.csv"));
+    // The package holds a reference profile (`kiln profile`), preferred over the raw CSV.
+    assert!(
+        record
+            .reference_profile_uri
+            .ends_with("reference.profile.pb")
+    );
     // Registering the same package again is idempotent.
     let again = admin
         .register_model_version(register_req(dir.to_str().unwrap()))
@@ -222,7 +227,7 @@ async fn register_deploy_and_list() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drift_is_unimplemented_and_bad_names_invalid() {
+async fn unknown_versions_and_bad_names_are_refused() {
     let coord = memory();
     let monitor = kiln_monitor::start(fast_config("m"), coord.clone())
         .await
@@ -245,7 +250,16 @@ async fn drift_is_unimplemented_and_bad_names_invalid() {
         .drift_report(DriftReportRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = admin
+        .drift_report(DriftReportRequest {
+            model: "digits".into(),
+            version: "1".into(),
+            window_secs: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
     let err = admin
         .list_deployments(ListDeploymentsRequest {
             model: "../etc".into(),

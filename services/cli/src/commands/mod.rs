@@ -2,6 +2,7 @@
 
 pub mod completions;
 pub mod deploy;
+pub mod drift;
 pub mod predict;
 pub mod snippets;
 pub mod status;

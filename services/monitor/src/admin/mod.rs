@@ -2,10 +2,11 @@
 //!
 //! Handlers only read and write records in the coordination store; the controller leader turns
 //! them into assignments. Each handler lives in the module of its concept ([`models`],
-//! [`deployments`], [`rollouts`], [`workers`], [`listing`]) and returns [`crate::Error`]; the conversion to `tonic::Status`
+//! [`deployments`], [`rollouts`], [`workers`], [`listing`], [`drift`]) and returns [`crate::Error`]; the conversion to `tonic::Status`
 //! happens in [`crate::error`] through `?`.
 
 mod deployments;
+mod drift;
 mod listing;
 mod models;
 mod repository;
@@ -13,6 +14,7 @@ mod rollouts;
 mod workers;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use kiln_coord::SharedCoordinator;
 use kiln_proto::kiln::v1::admin_server::Admin;
@@ -20,9 +22,7 @@ use kiln_proto::kiln::v1::*;
 use tonic::{Request, Response, Status};
 
 use crate::error::Error;
-
-/// The reply to operations that arrive with later issues.
-const LATER: &str = "arrives with issue 5/6";
+use crate::telemetry::{ProfileStore, ReferenceCache};
 
 /// The Admin API implementation.
 #[derive(Clone)]
@@ -30,6 +30,8 @@ pub struct AdminService {
     coord: SharedCoordinator,
     package_root: Option<PathBuf>,
     repository: Option<PathBuf>,
+    profiles: Arc<ProfileStore>,
+    references: Arc<ReferenceCache>,
 }
 
 impl AdminService {
@@ -39,7 +41,15 @@ impl AdminService {
             coord,
             package_root,
             repository: None,
+            profiles: Arc::new(ProfileStore::new(10_000, 60, 64)),
+            references: Arc::default(),
         }
+    }
+
+    /// DriftReport reads live profiles from `store` (the one the Telemetry service fills).
+    pub fn with_profiles(mut self, store: Arc<ProfileStore>) -> Self {
+        self.profiles = store;
+        self
     }
 
     /// Registration copies packages into this model repository (see [`repository`]).
@@ -146,13 +156,20 @@ impl Admin for AdminService {
         Ok(Response::new(ListReplicasResponse { replicas }))
     }
 
-    async fn drift_report(&self, _req: Request<DriftReportRequest>) -> Reply<DriftReportResponse> {
-        Err(Error::Unimplemented(format!("DriftReport {LATER}")).into())
+    async fn drift_report(&self, req: Request<DriftReportRequest>) -> Reply<DriftReportResponse> {
+        let report = drift::report(
+            &self.coord,
+            &self.profiles,
+            &self.references,
+            req.into_inner(),
+        )
+        .await?;
+        Ok(Response::new(report))
     }
 }
 
 /// Checks that `value` is usable as a key segment (model, version, worker id).
-fn segment(what: &str, value: &str) -> crate::Result<()> {
+pub(crate) fn segment(what: &str, value: &str) -> crate::Result<()> {
     if kiln_coord::keys::valid_segment(value) {
         Ok(())
     } else {

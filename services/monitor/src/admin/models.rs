@@ -7,7 +7,9 @@
 //! takes its name, version, format and signature from the manifest, its `package_uri` is the
 //! canonical absolute path (of the copy in the model repository when one is configured, see
 //! [`super::repository`]), its `sha256` the hex digest of the model file and `size_bytes` its
-//! size (the controller's memory estimate until a replica reports what it holds). Versions are
+//! size (the controller's memory estimate until a replica reports what it holds), its
+//! `reference_profile_uri` the package's `reference.profile.pb` when present (else the raw
+//! reference file of the manifest). Versions are
 //! immutable: registering the same package again is a no-op, a different one is ALREADY_EXISTS.
 
 use std::io::Read;
@@ -89,11 +91,7 @@ pub(super) async fn register(
         format: m.format.clone(),
         inputs: m.inputs.iter().map(spec).collect(),
         outputs: m.outputs.iter().map(spec).collect(),
-        reference_profile_uri: m
-            .reference
-            .as_ref()
-            .map(|r| dir.join(r).display().to_string())
-            .unwrap_or_default(),
+        reference_profile_uri: reference_uri(&dir, m),
         size_bytes: pkg.size_bytes,
     };
 
@@ -123,6 +121,19 @@ pub(super) async fn register(
         "{}/{} is already registered from {} (sha256 {}); versions are immutable, register a new version",
         existing.model, existing.version, existing.package_uri, existing.sha256
     )))
+}
+
+/// The package's reference profile: its `reference.profile.pb` (written by `kiln profile`) when
+/// present, else the raw reference file its manifest names (profiled when a report loads it).
+fn reference_uri(dir: &Path, m: &Manifest) -> String {
+    let pb = dir.join(crate::reference::REFERENCE_PROFILE_FILE);
+    if pb.is_file() {
+        return pb.display().to_string();
+    }
+    m.reference
+        .as_ref()
+        .map(|r| dir.join(r).display().to_string())
+        .unwrap_or_default()
 }
 
 /// Reads and checks a package directory (blocking file I/O).

@@ -13,11 +13,13 @@
 //!   (Evidently's and on reference deciles).
 //! - [`correction`]: Bonferroni and Benjamini–Hochberg.
 //! - [`rule`]: Evidently's default stattest choice per feature and the dataset-drift share rule.
+//! - [`sketch`]: the default rule fed from mergeable profiles (KLL sketches, category counts).
 
 pub mod correction;
 pub mod ks;
 pub mod kstwo;
 pub mod rule;
+pub mod sketch;
 pub mod stats;
 
 pub use correction::{Corrected, benjamini_hochberg, bonferroni};

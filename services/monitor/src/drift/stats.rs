@@ -80,6 +80,9 @@ pub fn chi_square(reference: &[u64], current: &[u64]) -> Result<ChiSquare, Drift
         f64::NAN
     } else if statistic.is_infinite() {
         0.0
+    } else if statistic <= 0.0 {
+        // Identical shares: chi2.sf(0, df) = 1 (statrs' gamma_ur panics at x = 0).
+        1.0
     } else {
         gamma_ur((k - 1) as f64 / 2.0, statistic / 2.0)
     };

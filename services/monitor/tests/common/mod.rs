@@ -1,7 +1,7 @@
 //! Helpers shared by the monitor's integration tests: fast configs, fake workers, direct store
 //! writes and reads, and a tiny HTTP GET for /metrics.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
