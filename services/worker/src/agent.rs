@@ -43,6 +43,7 @@ use crate::metrics::WorkerMetrics;
 use crate::package::{self, LoadError};
 use crate::stats::ModelStats;
 use crate::store::{LoadedModel, ModelStore, VersionState};
+use crate::telemetry::Telemetry;
 
 /// (model, version)
 type VersionKey = (String, String);
@@ -63,6 +64,8 @@ pub struct AgentConfig {
     pub package_root: Option<PathBuf>,
     /// How long an unassigned version keeps serving after its replica key is deleted.
     pub unload_delay: Duration,
+    /// Traffic profiles, when telemetry is on.
+    pub telemetry: Option<Arc<Telemetry>>,
 }
 
 struct Loaded {
@@ -432,12 +435,22 @@ impl Agent {
         };
         let executor =
             Executor::start(&manifest.name, &manifest.version, Arc::new(model), settings)?;
+        if let Some(t) = &self.cfg.telemetry {
+            // A profile of an earlier load of this version still closing goes first.
+            t.retire(&manifest.name, &manifest.version);
+        }
+        let profiler = self
+            .cfg
+            .telemetry
+            .as_ref()
+            .and_then(|t| t.register(&manifest));
         Ok(Arc::new(LoadedModel {
             manifest,
             executor,
             stats,
             metrics,
             threads,
+            profiler,
         }))
     }
 
@@ -485,6 +498,9 @@ impl Agent {
     fn unload(&self, key: &VersionKey) {
         self.store.remove(&key.0, &key.1);
         self.metrics.remove(&key.0, &key.1);
+        if let Some(t) = &self.cfg.telemetry {
+            t.retire(&key.0, &key.1);
+        }
     }
 }
 

@@ -14,6 +14,9 @@ pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:9001";
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:9101";
 /// Default gRPC message size limit, both directions: 64 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Default bound of the rows waiting to be profiled, per model version (64 Ki rows: 16 MiB of
+/// 64-feature FP32 rows at most).
+pub const DEFAULT_TELEMETRY_BUFFER_ROWS: usize = 65_536;
 
 /// How a worker runs.
 #[derive(Debug, Clone, clap::Args)]
@@ -84,6 +87,26 @@ pub struct Config {
     /// Scheduling labels advertised in the worker record, `key=value` (repeatable).
     #[arg(long = "label", env = "KILN_LABELS", value_delimiter = ',', value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+
+    /// Length of a traffic-profile window and how often closed windows are pushed to the
+    /// monitor(s), seconds; 0 disables telemetry (no sampling, no profiling thread, no pushes).
+    #[arg(long, env = "KILN_TELEMETRY_INTERVAL_SECS", default_value_t = 5)]
+    pub telemetry_interval_secs: u64,
+
+    /// Monitors to push profiles to (`host:port` or `http://host:port`, comma separated);
+    /// default: every monitor in the controller election (`/kiln/v1/election/controller/`).
+    #[arg(long = "monitor", env = "KILN_MONITOR", value_delimiter = ',')]
+    pub monitors: Vec<String>,
+
+    /// Fraction of requests whose rows are profiled (0 < rate <= 1; every request by default).
+    /// Request counts, errors and latency always cover every request.
+    #[arg(long, env = "KILN_TELEMETRY_SAMPLE_RATE", default_value_t = 1.0)]
+    pub telemetry_sample_rate: f64,
+
+    /// Rows waiting for the profiling thread, per model version, beyond which a request's rows
+    /// are dropped (and counted in `kiln_telemetry_samples_dropped_total`) rather than waited for.
+    #[arg(long, env = "KILN_TELEMETRY_BUFFER_ROWS", default_value_t = DEFAULT_TELEMETRY_BUFFER_ROWS)]
+    pub telemetry_buffer_rows: usize,
 }
 
 impl Default for Config {
@@ -104,6 +127,10 @@ impl Default for Config {
             package_root: None,
             capacity_bytes: None,
             labels: Vec::new(),
+            telemetry_interval_secs: 5,
+            monitors: Vec::new(),
+            telemetry_sample_rate: 1.0,
+            telemetry_buffer_rows: DEFAULT_TELEMETRY_BUFFER_ROWS,
         }
     }
 }
@@ -127,6 +154,12 @@ impl Config {
     /// The shutdown grace period.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// The telemetry window length; `None` when telemetry is disabled.
+    pub fn telemetry_interval(&self) -> Option<Duration> {
+        (self.telemetry_interval_secs > 0)
+            .then(|| Duration::from_secs(self.telemetry_interval_secs))
     }
 }
 
@@ -199,6 +232,35 @@ mod tests {
         assert_eq!(parsed.max_message_bytes, 64 << 20);
         assert_eq!(parsed.compute_threads, default.compute_threads);
         assert_eq!(parsed.lease_ttl(), Duration::from_secs(3));
+        assert_eq!(
+            parsed.telemetry_interval_secs,
+            default.telemetry_interval_secs
+        );
+        assert_eq!(parsed.telemetry_interval(), Some(Duration::from_secs(5)));
+        assert_eq!(parsed.monitors, default.monitors);
+        assert_eq!(parsed.telemetry_sample_rate, default.telemetry_sample_rate);
+        assert_eq!(parsed.telemetry_buffer_rows, default.telemetry_buffer_rows);
+    }
+
+    #[test]
+    fn parses_telemetry_flags() {
+        let c = Cli::try_parse_from([
+            "kiln-worker",
+            "--telemetry-interval-secs",
+            "0",
+            "--monitor",
+            "127.0.0.1:8101,http://m2:8101",
+            "--telemetry-sample-rate",
+            "0.25",
+            "--telemetry-buffer-rows",
+            "100",
+        ])
+        .unwrap()
+        .config;
+        assert_eq!(c.telemetry_interval(), None);
+        assert_eq!(c.monitors, ["127.0.0.1:8101", "http://m2:8101"]);
+        assert_eq!(c.telemetry_sample_rate, 0.25);
+        assert_eq!(c.telemetry_buffer_rows, 100);
     }
 
     #[test]

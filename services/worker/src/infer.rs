@@ -7,6 +7,9 @@
 //! before compute; so does the `timeout` request parameter (Triton's per-request queue timeout, in
 //! microseconds) and, for a request with neither, the model's `default_timeout_microseconds`
 //! ([`queue_deadline`]). The request parameter `priority` picks the queue level ([`priority_of`]).
+//! With telemetry on, every request that reaches a known version is handed to its profile
+//! ([`crate::telemetry`]): its latency and outcome, and a copy of its rows and outputs, never
+//! sketched here.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +23,7 @@ use crate::batch::Priority;
 use crate::error::WorkerError;
 use crate::stats::{FailureReason, RequestTimings};
 use crate::store::{LoadedModel, ModelStore};
+use crate::telemetry::profiler::Capture;
 use crate::tensors;
 
 /// Runs `req` on the model version it names. `max_message_bytes` bounds the encoded response.
@@ -31,7 +35,16 @@ pub async fn infer(
 ) -> Result<ModelInferResponse, WorkerError> {
     let received = Instant::now();
     let model = store.resolve(&req.model_name, &req.model_version)?;
-    let result = run(&model, req, deadline, received, max_message_bytes).await;
+    let mut capture = None;
+    let result = run(
+        &model,
+        req,
+        deadline,
+        received,
+        max_message_bytes,
+        &mut capture,
+    )
+    .await;
     match &result {
         Ok((_, timings)) => {
             model.stats.record_success(timings);
@@ -43,6 +56,11 @@ pub async fn infer(
                 .record_failure(received.elapsed(), FailureReason::of(e));
         }
     }
+    if let Some(profiler) = &model.profiler {
+        // A copy into a bounded buffer: the profiling thread sketches it later.
+        let capture = capture.filter(|_| result.is_ok());
+        profiler.record(received.elapsed(), result.is_ok(), capture);
+    }
     result.map(|(resp, _)| resp)
 }
 
@@ -52,6 +70,7 @@ async fn run(
     deadline: Option<Instant>,
     received: Instant,
     max_message_bytes: usize,
+    capture: &mut Option<Capture>,
 ) -> Result<(ModelInferResponse, RequestTimings), WorkerError> {
     // Under overload most requests are refused: refuse them before decoding.
     model.executor.admit()?;
@@ -66,10 +85,16 @@ async fn run(
         model.manifest.batching.default_timeout_microseconds,
         received,
     );
+    if let Some(profiler) = &model.profiler {
+        *capture = profiler.capture_inputs(&decoded.inputs, decoded.batch as usize);
+    }
     let executed = model
         .executor
         .submit(decoded.inputs, deadline, priority)
         .await?;
+    if let (Some(profiler), Some(c)) = (&model.profiler, capture.as_mut()) {
+        profiler.capture_outputs(c, &executed.outputs);
+    }
 
     let encode_start = Instant::now();
     let mut resp = ModelInferResponse {

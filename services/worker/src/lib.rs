@@ -23,7 +23,9 @@
 //! policy), [`tensors`] (request
 //! decoding and validation), [`infer`] (one request end to end), [`service`] (the gRPC
 //! handlers), [`describe`] (metadata and config), [`stats`] and [`metrics`] (counters),
-//! [`limits`] (size error classification), [`error`] (the one status mapping).
+//! [`limits`] (size error classification), [`error`] (the one status mapping), [`telemetry`]
+//! (traffic profiles pushed to the monitors; stopped, after a last flush, once the server has
+//! stopped in step 4).
 
 pub mod agent;
 pub mod batch;
@@ -37,6 +39,7 @@ pub mod package;
 pub mod service;
 pub mod stats;
 pub mod store;
+pub mod telemetry;
 pub mod tensors;
 
 use std::net::SocketAddr;
@@ -62,6 +65,8 @@ use crate::agent::{Agent, AgentConfig};
 use crate::metrics::WorkerMetrics;
 use crate::service::InferenceService;
 use crate::store::ModelStore;
+use crate::telemetry::push::PushTask;
+use crate::telemetry::{MAX_CLOSED, ProfilerSettings, ProfilingThread, Telemetry};
 
 type InferenceServer = GrpcInferenceServiceServer<InferenceService>;
 
@@ -98,6 +103,63 @@ pub struct Running {
     grace: Duration,
     drain_timeout: Duration,
     unload_delay: Duration,
+    telemetry: Option<TelemetryTasks>,
+}
+
+/// The telemetry side of a running worker.
+struct TelemetryTasks {
+    stop: watch::Sender<bool>,
+    push: JoinHandle<()>,
+    profiling: ProfilingThread,
+}
+
+impl TelemetryTasks {
+    async fn stop(self) {
+        self.stop.send_replace(true);
+        let flush = telemetry::push::FLUSH_TIMEOUT + Duration::from_millis(500);
+        if tokio::time::timeout(flush, self.push).await.is_err() {
+            tracing::debug!("telemetry push task did not stop in time");
+        }
+        let profiling = self.profiling;
+        let _ = tokio::task::spawn_blocking(move || profiling.stop()).await;
+    }
+}
+
+/// Starts the profiling thread and the push task when telemetry is on.
+fn start_telemetry(
+    config: &Config,
+    id: &str,
+    coord: &SharedCoordinator,
+    registry: &Arc<Mutex<Registry>>,
+) -> anyhow::Result<Option<(Arc<Telemetry>, TelemetryTasks)>> {
+    let Some(period) = config.telemetry_interval() else {
+        return Ok(None);
+    };
+    let rate = config.telemetry_sample_rate;
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&rate),
+        "--telemetry-sample-rate {rate} must be between 0 and 1"
+    );
+    let settings = ProfilerSettings {
+        period,
+        max_closed: MAX_CLOSED,
+        sample_rate: rate,
+        buffer_rows: config.telemetry_buffer_rows,
+    };
+    let telemetry = Telemetry::new(id, settings, registry);
+    let push = PushTask::new(telemetry.clone(), coord.clone(), config.monitors.clone())?;
+    let profiling =
+        ProfilingThread::start(telemetry.clone()).context("cannot start the profiling thread")?;
+    let (stop, stop_rx) = watch::channel(false);
+    let push = push.spawn(stop_rx);
+    Ok(Some((
+        telemetry,
+        TelemetryTasks {
+            stop,
+            push,
+            profiling,
+        },
+    )))
 }
 
 /// Starts a worker: binds, registers, follows assignments, serves.
@@ -127,6 +189,10 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
     let store = Arc::new(ModelStore::default());
     let registry = Arc::new(Mutex::new(Registry::default()));
     let metrics = WorkerMetrics::register(&registry, store.clone());
+    let (telemetry, telemetry_tasks) = match start_telemetry(&config, &id, &coord, &registry)? {
+        Some((t, tasks)) => (Some(t), Some(tasks)),
+        None => (None, None),
+    };
     let (ready, ready_rx) = watch::channel(true);
     let http = HttpEndpoints::serve(config.http_addr, registry, ready_rx)
         .await
@@ -194,6 +260,7 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
             dynamic_batching: !config.no_dynamic_batching,
             package_root: config.package_root.clone(),
             unload_delay: config.unload_delay(),
+            telemetry,
         },
         store.clone(),
         metrics,
@@ -230,6 +297,7 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
         grace: config.shutdown_grace(),
         drain_timeout: config.drain_timeout(),
         unload_delay: config.unload_delay(),
+        telemetry: telemetry_tasks,
     })
 }
 
@@ -276,6 +344,10 @@ impl Running {
             }
         }
 
+        // Every request is answered: the last window is complete.
+        if let Some(t) = self.telemetry {
+            t.stop().await;
+        }
         self.session.close().await;
         self.http.stop();
         self.store.clear();

@@ -16,6 +16,7 @@ use crate::error::WorkerError;
 use crate::executor::Executor;
 use crate::metrics::ModelMetrics;
 use crate::stats::ModelStats;
+use crate::telemetry::VersionProfiler;
 
 /// One model version ready to serve.
 pub struct LoadedModel {
@@ -29,6 +30,8 @@ pub struct LoadedModel {
     pub metrics: Arc<ModelMetrics>,
     /// Compute threads serving it (reported as the instance count in ModelConfig).
     pub threads: usize,
+    /// Its traffic profile, when telemetry is on.
+    pub profiler: Option<Arc<VersionProfiler>>,
 }
 
 impl LoadedModel {
