@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing Kiln needs on a fresh Debian machine:
 # etcd, protoc, perf_analyzer's shared libraries, lavapipe, and a Python venv (.venv) with tritonclient,
-# numpy, onnxruntime for the end-to-end tests. Idempotent; quick when everything is there.
+# numpy, onnxruntime for the end-to-end tests, and PyYAML and hadolint for tests/deploy. Idempotent;
+# quick when everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

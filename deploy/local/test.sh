@@ -30,6 +30,7 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 
-echo "== end-to-end (separate processes, real etcd, tritonclient, perf_analyzer)"
+echo "== end-to-end (separate processes, real etcd, tritonclient, perf_analyzer); deploy/docker files"
 cargo build --bins --locked
-.venv/bin/python -m pytest -v -s tests/e2e
+# tests/deploy: the Dockerfiles, compose.yaml and prometheus.yml against the binaries' --help.
+.venv/bin/python -m pytest -v -s tests/e2e tests/deploy
