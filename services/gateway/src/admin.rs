@@ -17,7 +17,6 @@
 //!   [`Error::Admin`] (its code kept), deadline → [`Error::DeadlineExceeded`].
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -180,16 +179,12 @@ impl AdminLink {
 /// The URL of a controller leader whose election value is `value` (`host:port` as a socket
 /// address; an explicit `http(s)://` URL is taken as is).
 pub fn leader_url(value: &str) -> Result<String, Error> {
-    let value = value.trim();
-    if let Ok(addr) = value.parse::<SocketAddr>() {
-        return Ok(format!("http://{addr}"));
-    }
-    if value.starts_with("http://") || value.starts_with("https://") {
-        return admin_url(value).map_err(|e| Error::AdminUnavailable(e.to_string()));
-    }
-    Err(Error::AdminUnavailable(format!(
-        "the controller leader is named {value:?}, which is not a host:port address"
-    )))
+    kiln_proto::edge::advertised_url(value).ok_or_else(|| {
+        Error::AdminUnavailable(format!(
+            "the controller leader is named {:?}, which is not a host:port address",
+            value.trim()
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -147,20 +147,7 @@ impl Config {
 /// The URL of an `--admin` value: `http://` is added to a bare `host:port`; the result must be
 /// a valid `http` or `https` URI with a host.
 pub fn admin_url(value: &str) -> anyhow::Result<String> {
-    let value = value.trim();
-    let url = if value.contains("://") {
-        value.to_owned()
-    } else {
-        format!("http://{value}")
-    };
-    let uri: tonic::transport::Uri = url
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--admin {value:?} is not a URL: {e}"))?;
-    anyhow::ensure!(
-        matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some(),
-        "--admin {value:?} must be http://host:port"
-    );
-    Ok(url)
+    kiln_proto::edge::endpoint_url(value).map_err(|e| anyhow::anyhow!("--admin {e}"))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Protocol edge helpers shared by every Kiln gRPC server and client (STYLE.md habit 7): statuses
 //! produced by tonic itself are given the codes Kiln promises, the caller's `grpc-timeout` is
-//! read, and status codes get their canonical names ([`code_name`]).
+//! read, status codes get their canonical names ([`code_name`]), and the addresses of other
+//! services are read one way everywhere ([`endpoint_url`], [`advertised_url`]).
 //!
 //! tonic 0.14 answers OUT_OF_RANGE ("decoded message length too large") when a message exceeds
 //! `max_decoding_message_size` (and the same for encoding), before any handler runs. Kiln's
@@ -77,6 +78,40 @@ pub fn code_name(code: Code) -> &'static str {
         Code::DataLoss => "DATA_LOSS",
         Code::Unauthenticated => "UNAUTHENTICATED",
     }
+}
+
+/// The URL of a configured service address (`--admin`, `--monitor`, ...): `http://` is added to
+/// a bare `host:port` (a host name is fine); the result must be an `http` or `https` URI with a
+/// host. The error says what is wrong with `value`.
+pub fn endpoint_url(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let url = if value.contains("://") {
+        value.to_owned()
+    } else {
+        format!("http://{value}")
+    };
+    let uri: tonic::transport::Uri = url
+        .parse()
+        .map_err(|e| format!("{value:?} is not a URL: {e}"))?;
+    if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() {
+        Ok(url)
+    } else {
+        Err(format!("{value:?} must be host:port or http://host:port"))
+    }
+}
+
+/// The URL of a service that advertised itself as `value` in the store (an election value): a
+/// socket address `ip:port`, or an explicit `http(s)://` URL; anything else (a bare name) is not
+/// an address another process can dial, so `None`.
+pub fn advertised_url(value: &str) -> Option<String> {
+    let value = value.trim();
+    if let Ok(addr) = value.parse::<std::net::SocketAddr>() {
+        return Some(format!("http://{addr}"));
+    }
+    if value.starts_with("http://") || value.starts_with("https://") {
+        return endpoint_url(value).ok();
+    }
+    None
 }
 
 #[cfg(test)]

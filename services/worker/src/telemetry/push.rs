@@ -15,7 +15,6 @@
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,34 +39,12 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The URL of a monitor named `value` (`host:port`, or an `http(s)://` URL taken as is).
 pub fn monitor_url(value: &str) -> Option<String> {
-    let value = value.trim();
-    if let Ok(addr) = value.parse::<SocketAddr>() {
-        return Some(format!("http://{addr}"));
-    }
-    if value.starts_with("http://") || value.starts_with("https://") {
-        return Endpoint::from_shared(value.to_string())
-            .ok()
-            .map(|_| value.to_string());
-    }
-    None
+    kiln_proto::edge::advertised_url(value)
 }
 
 /// The URL of a configured `--monitor` value (`host:port` may be a host name here).
 pub fn configured_url(value: &str) -> anyhow::Result<String> {
-    let value = value.trim();
-    let url = if value.contains("://") {
-        value.to_string()
-    } else {
-        format!("http://{value}")
-    };
-    let uri: tonic::transport::Uri = url
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--monitor {value:?} is not a URL: {e}"))?;
-    anyhow::ensure!(
-        matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some(),
-        "--monitor {value:?} must be host:port or http://host:port"
-    );
-    Ok(url)
+    kiln_proto::edge::endpoint_url(value).map_err(|e| anyhow::anyhow!("--monitor {e}"))
 }
 
 /// Every monitor in the controller election.
