@@ -16,9 +16,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_model::Manifest;
 use kiln_proto::kiln::v1 as pb;
-use kiln_telemetry::profile::{
-    FeatureKind, FeatureSpec, ModelProfile, OutputKind, OutputSpec, ProfileSchema,
-};
+use kiln_telemetry::profile::{ModelProfile, ProfileSchema, SketchConfig, TensorSig};
 use prost::Message;
 
 use crate::error::{Error, Result};
@@ -31,44 +29,16 @@ pub const REFERENCE_PROFILE_FILE: &str = "reference.profile.pb";
 /// a single-element input keeps its plain name, INT64/INT32/BYTES outputs are labels, FP32/FP64
 /// outputs scores, other outputs are not profiled.
 pub fn schema_for(manifest: &Manifest) -> Result<ProfileSchema> {
-    let mut features = Vec::new();
-    for input in &manifest.inputs {
-        if input.datatype != "FP32" || input.dims.iter().any(|&d| d < 0) {
-            continue;
-        }
-        let n: usize = input.dims.iter().map(|&d| d as usize).product();
-        if n == 1 && input.dims.iter().all(|&d| d == 1) {
-            features.push(FeatureSpec {
-                name: input.name.clone(),
-                kind: FeatureKind::Numeric,
-            });
-        } else {
-            features.extend((0..n).map(|i| FeatureSpec {
-                name: format!("{}[{i}]", input.name),
-                kind: FeatureKind::Numeric,
-            }));
+    fn sig(t: &kiln_model::TensorSpec) -> TensorSig<'_> {
+        TensorSig {
+            name: &t.name,
+            datatype: &t.datatype,
+            dims: &t.dims,
         }
     }
-    let outputs = manifest
-        .outputs
-        .iter()
-        .filter_map(|o| {
-            let kind = match o.datatype.as_str() {
-                "INT64" | "INT32" | "BYTES" => OutputKind::Label,
-                "FP32" | "FP64" => OutputKind::Score,
-                _ => return None,
-            };
-            Some(OutputSpec {
-                name: o.name.clone(),
-                kind,
-            })
-        })
-        .collect();
-    Ok(ProfileSchema {
-        features,
-        outputs,
-        ..ProfileSchema::default()
-    })
+    let inputs: Vec<TensorSig<'_>> = manifest.inputs.iter().map(sig).collect();
+    let outputs: Vec<TensorSig<'_>> = manifest.outputs.iter().map(sig).collect();
+    Ok(kiln_telemetry::profile::layout(&inputs, &outputs, SketchConfig::default()).schema)
 }
 
 fn empty(manifest: &Manifest) -> Result<ModelProfile> {

@@ -26,8 +26,7 @@ use std::time::Duration;
 
 use kiln_model::{HostData, Manifest};
 use kiln_telemetry::profile::{
-    FeatureKind, FeatureSpec, ModelProfile, OutputKind, OutputSpec, ProfileSchema, ProfileWindow,
-    SketchConfig,
+    ModelProfile, OutputKind, ProfileSchema, ProfileWindow, SketchConfig, TensorSig,
 };
 use prometheus_client::metrics::counter::Counter;
 
@@ -67,50 +66,24 @@ struct Layout {
 }
 
 fn layout(manifest: &Manifest, config: SketchConfig) -> (Layout, ProfileSchema) {
-    let mut schema = ProfileSchema {
-        config,
-        ..ProfileSchema::default()
-    };
-    let mut inputs = Vec::new();
-    for (i, spec) in manifest.inputs.iter().enumerate() {
-        if spec.datatype != "FP32" || spec.dims.iter().any(|d| *d < 0) {
-            continue;
+    fn sig(t: &kiln_model::TensorSpec) -> TensorSig<'_> {
+        TensorSig {
+            name: &t.name,
+            datatype: &t.datatype,
+            dims: &t.dims,
         }
-        let n = spec.dims.iter().map(|d| *d as usize).product::<usize>();
-        if n == 1 && spec.dims.iter().all(|d| *d == 1) {
-            schema.features.push(FeatureSpec {
-                name: spec.name.clone(),
-                kind: FeatureKind::Numeric,
-            });
-        } else {
-            schema.features.extend((0..n).map(|k| FeatureSpec {
-                name: format!("{}[{k}]", spec.name),
-                kind: FeatureKind::Numeric,
-            }));
-        }
-        inputs.push((i, n));
     }
-    let mut outputs = Vec::new();
-    for (i, spec) in manifest.outputs.iter().enumerate() {
-        let kind = match spec.datatype.as_str() {
-            "INT64" | "INT32" | "BYTES" => OutputKind::Label,
-            "FP32" | "FP64" => OutputKind::Score,
-            _ => continue,
-        };
-        schema.outputs.push(OutputSpec {
-            name: spec.name.clone(),
-            kind,
-        });
-        outputs.push((i, kind));
-    }
-    let cols = schema.features.len();
+    let inputs: Vec<TensorSig<'_>> = manifest.inputs.iter().map(sig).collect();
+    let outputs: Vec<TensorSig<'_>> = manifest.outputs.iter().map(sig).collect();
+    let l = kiln_telemetry::profile::layout(&inputs, &outputs, config);
+    let cols = l.schema.features.len();
     (
         Layout {
-            inputs,
-            outputs,
+            inputs: l.inputs,
+            outputs: l.outputs,
             cols,
         },
-        schema,
+        l.schema,
     )
 }
 

@@ -61,6 +61,7 @@ mod feature;
 mod model;
 mod moments;
 pub mod proto;
+mod signature;
 mod sketch;
 mod window;
 
@@ -71,6 +72,7 @@ pub use model::{
     OutputSpec, ProfileSchema, latency_histogram,
 };
 pub use moments::Moments;
+pub use signature::{SignatureLayout, TensorSig, layout};
 pub use sketch::{DEFAULT_K, QuantileSketch, max_retained};
 pub use window::{ClosedWindow, ProfileWindow};
 
