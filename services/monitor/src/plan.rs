@@ -362,3 +362,7 @@ pub fn retirements(state: &ClusterState) -> Vec<DeploymentRecord> {
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "plan_constraint_tests.rs"]
+mod constraint_tests;

@@ -18,7 +18,8 @@
 //!    `--unload-delay-ms`, so gateways stop routing here before the server stops;
 //! 4. stop accepting, finish in-flight requests (bounded by the grace period), revoke the lease.
 //!
-//! Modules: [`config`] (flags), [`agent`] (cluster side), [`package`] (verify and load),
+//! Modules: [`config`] (flags), [`agent`] (cluster side), [`overrides`] (deployment batching
+//! overrides), [`package`] (verify and load),
 //! [`store`] (loaded versions), [`executor`] (the dynamic batcher: queue + compute threads), [`batch`] (its batch-forming
 //! policy), [`tensors`] (request
 //! decoding and validation), [`infer`] (one request end to end), [`service`] (the gRPC
@@ -35,6 +36,7 @@ pub mod error;
 pub mod executor;
 pub mod infer;
 pub mod metrics;
+pub mod overrides;
 pub mod package;
 pub mod service;
 pub mod stats;
