@@ -25,6 +25,10 @@ def cluster(request):
                "--package", str(ROOT / "models/digits/1"), "--no-wait")
         wait_for("2 ready digits replicas",
                  lambda: sum(1 for r in c.replicas() if r["state"] == "READY") == 2, timeout=60)
+        # The gateway learns of them through its own etcd watch, a moment later.
+        import tritonclient.grpc as grpcclient
+        gateway = grpcclient.InferenceServerClient(url=c.gateway_addr)
+        wait_for("digits ready at the gateway", lambda: gateway.is_model_ready("digits"), timeout=30)
         yield c
     except BaseException:
         print(c.logs())
