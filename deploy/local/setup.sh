@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing Kiln needs on a fresh Debian machine:
-# etcd, protoc, perf_analyzer's shared libraries, lavapipe, and a Python venv (.venv) with tritonclient,
-# numpy, onnxruntime for the end-to-end tests, and PyYAML and hadolint for tests/deploy. Idempotent;
-# quick when everything is there.
+# etcd, protoc, perf_analyzer's shared libraries, lavapipe, headless Chromium, Prometheus, and a
+# Python venv (.venv) with tritonclient, numpy, onnxruntime for the end-to-end tests, and PyYAML and
+# hadolint for tests/deploy. Idempotent; quick when everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -13,6 +13,10 @@ command -v protoc >/dev/null || pkgs+=(protobuf-compiler)
 ldconfig -p | grep -q 'libb64.so.0d' || pkgs+=(libb64-0d)
 # Mesa's software Vulkan driver (lavapipe): the wgpu backend's tests run on it without a GPU.
 ls /usr/share/vulkan/icd.d/lvp_icd.* >/dev/null 2>&1 || pkgs+=(mesa-vulkan-drivers)
+# Headless Chromium: tests/e2e/test_dashboard.py renders the monitor's dashboard and screenshots it.
+command -v chromium >/dev/null || pkgs+=(chromium)
+# Prometheus: tests/e2e/test_prometheus.py scrapes a local cluster with the real server.
+command -v prometheus >/dev/null || pkgs+=(prometheus)
 if [ ${#pkgs[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "setup: installing ${pkgs[*]}"

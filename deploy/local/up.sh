@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 deploy/local/setup.sh
+# The digits retrain hook (kiln up --retrain-command models/digits/retrain.sh) trains with it.
+export KILN_PYTHON="${KILN_PYTHON:-$PWD/.venv/bin/python}"
 exec cargo run --release --bin kiln -- up "$@"

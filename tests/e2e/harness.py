@@ -57,8 +57,9 @@ def wait_for(what, predicate, timeout=30.0, interval=0.05):
 
 
 class Cluster:
-    def __init__(self, workers: int = 2, worker_args=None, monitors: int = 1):
+    def __init__(self, workers: int = 2, worker_args=None, monitors: int = 1, monitor_args=()):
         worker_args = worker_args or {}
+        self.monitor_args = list(monitor_args)
         self.dir = Path(tempfile.mkdtemp(prefix="kiln-e2e-"))
         self.procs = {}
         self.bins = bin_dir()
@@ -118,6 +119,7 @@ class Cluster:
             "--http-addr", http,
             "--lease-ttl-secs", str(LEASE_TTL_SECS),
             "--repository", self.dir / "repository",
+            *self.monitor_args,
         ])
 
     def leaders(self):

@@ -28,6 +28,8 @@ pub enum Command {
     Up(UpArgs),
     /// Register (with --package) and deploy a model version, then wait for its replicas.
     Deploy(DeployArgs),
+    /// Register a model version (a package directory) without deploying it.
+    Register(RegisterArgs),
     /// Stop serving a model, or one version of it.
     Undeploy(UndeployArgs),
     /// Change the replica count of a deployed version.
@@ -108,6 +110,11 @@ pub struct UpArgs {
     /// How long to wait for the first replicas to become ready, seconds.
     #[arg(long, default_value_t = 180)]
     pub timeout_secs: u64,
+    /// Retrain hook of the monitor (`sh -c`), run when a serving version drifts persistently,
+    /// e.g. `models/digits/retrain.sh`; it gets KILN_RETRAIN_DIR (the model repository, where
+    /// the new package goes) and KILN (this binary) besides the monitor's variables.
+    #[arg(long, env = "KILN_RETRAIN_COMMAND")]
+    pub retrain_command: Option<String>,
 }
 
 /// A `MODEL:VERSION` pair.
@@ -309,6 +316,17 @@ pub struct ProfileArgs {
     /// Default: the package's `reference` file named in kiln.toml.
     #[arg(long)]
     pub input: Option<PathBuf>,
+}
+
+/// `kiln register`.
+#[derive(Debug, Clone, Args)]
+pub struct RegisterArgs {
+    /// The model package (a directory holding kiln.toml), at a path the monitor can read.
+    #[arg(long)]
+    pub package: PathBuf,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t)]
+    pub output: OutputFormat,
 }
 
 /// `kiln drift`.

@@ -35,6 +35,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Predict(args) => predict::run(args).await,
         Command::Completions(args) => completions::run(args),
         Command::Deploy(args) => deploy::run(&mut admin::connect(&url).await?, args).await,
+        Command::Register(args) => {
+            deploy::register_cmd(&mut admin::connect(&url).await?, args).await
+        }
         Command::Undeploy(args) => deploy::undeploy(&mut admin::connect(&url).await?, args).await,
         Command::Scale(args) => deploy::scale(&mut admin::connect(&url).await?, args).await,
         Command::Status(args) => status::run(&mut admin::connect(&url).await?, args).await,

@@ -36,6 +36,7 @@ async fn up_deploys_digits_and_predicts_through_the_gateway() {
         models: models(),
         compute_threads: None,
         no_dynamic_batching: false,
+        retrain_command: None,
     };
     let cluster = Cluster::start(&config, coord).await.unwrap();
     let deployed = cluster

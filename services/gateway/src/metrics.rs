@@ -1,20 +1,38 @@
 //! The gateway's Prometheus metrics, registered once in the registry served at `/metrics`.
 //!
 //! Label values are bounded: the `model` label only takes names present in the routing table
-//! (anything else is `_unknown`), so a client cannot grow the series without end.
+//! (anything else is `_unknown`), so a client cannot grow the series without end; the `version`
+//! label only versions the table routed to.
+//!
+//! Requests routed to a version are also counted under Triton's names and labels, as a Triton
+//! server in front of the same models would show them: `nv_inference_request_success`,
+//! `nv_inference_request_failure{reason}` (REJECTED: resource exhausted or deadline; CANCELED;
+//! BACKEND: the worker failed or went away; OTHER) and `nv_inference_request_duration_us`
+//! (cumulative microseconds of successful requests, retries included), all with `model` and
+//! `version`. Like the worker's they are typed `unknown` so the sample names stay exactly
+//! Triton's. Summing them over gateway and workers counts a request twice: select a `job`.
+//!
+//! The routing table's own series are read at scrape time ([`Metrics::register_table`]).
 
-use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
+use tokio::sync::watch;
 use tonic::Code;
 
 use kiln_proto::edge::code_name;
+use kiln_proto::kiln::v1::ReplicaState;
+
+use crate::routing::RoutingTable;
 
 /// Labels of a finished request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -30,6 +48,67 @@ pub struct RequestLabels {
 pub struct ModelLabel {
     /// Model name (or `_unknown`).
     pub model: String,
+}
+
+/// Labels of Triton's per-version series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    /// Model name.
+    pub model: String,
+    /// Version the request was routed to.
+    pub version: String,
+}
+
+/// Labels of `nv_inference_request_failure`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    /// Model name.
+    pub model: String,
+    /// Version the request was routed to.
+    pub version: String,
+    /// Triton's failure reason: REJECTED, CANCELED, BACKEND or OTHER.
+    pub reason: &'static str,
+}
+
+/// A monotonic count exported under Triton's exact name: typed `unknown`, without the
+/// `_total` suffix OpenMetrics adds to counters.
+#[derive(Debug, Clone, Default)]
+pub struct TritonCounter(Arc<AtomicU64>);
+
+impl TritonCounter {
+    /// Adds `n`.
+    pub fn inc_by(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The count.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl TypedMetric for TritonCounter {
+    const TYPE: MetricType = MetricType::Unknown;
+}
+
+impl EncodeMetric for TritonCounter {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_gauge(&self.get())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// Triton's failure reason of a gRPC code.
+pub fn failure_reason(code: Code) -> &'static str {
+    match code {
+        Code::ResourceExhausted | Code::DeadlineExceeded => "REJECTED",
+        Code::Cancelled => "CANCELED",
+        Code::Unavailable | Code::Internal | Code::Unknown | Code::DataLoss => "BACKEND",
+        _ => "OTHER",
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -60,6 +139,12 @@ pub struct Metrics {
     /// `kiln_routing_watch_connected`: 1 while the etcd watch is live, 0 while resyncing (the
     /// gateway then serves from its last table).
     pub watch_connected: Gauge,
+    /// `nv_inference_request_success{model,version}`.
+    pub nv_success: Family<VersionLabels, TritonCounter>,
+    /// `nv_inference_request_failure{model,version,reason}`.
+    pub nv_failure: Family<FailureLabels, TritonCounter>,
+    /// `nv_inference_request_duration_us{model,version}`: successful requests, cumulative.
+    pub nv_duration_us: Family<VersionLabels, TritonCounter>,
 }
 
 impl Metrics {
@@ -75,7 +160,25 @@ impl Metrics {
             table_workers: Gauge::default(),
             table_updated: Gauge::default(),
             watch_connected: Gauge::default(),
+            nv_success: Family::default(),
+            nv_failure: Family::default(),
+            nv_duration_us: Family::default(),
         };
+        registry.register(
+            "nv_inference_request_success",
+            "Successful inference requests, by the version they were routed to",
+            m.nv_success.clone(),
+        );
+        registry.register(
+            "nv_inference_request_failure",
+            "Failed inference requests routed to a version, by Triton's failure reason",
+            m.nv_failure.clone(),
+        );
+        registry.register(
+            "nv_inference_request_duration_us",
+            "Cumulative gateway time of successful requests, microseconds",
+            m.nv_duration_us.clone(),
+        );
         registry.register(
             "kiln_gateway_requests",
             "Inference requests by model and gRPC code",
@@ -124,8 +227,33 @@ impl Metrics {
         m
     }
 
-    /// Records a finished inference request.
-    pub fn observe_request(&self, model: &str, code: Code, elapsed: Duration) {
+    /// Registers the routing table's series, read from `table` at scrape time:
+    /// `kiln_routing_table_age_seconds` (since the table last changed or was resynced; absent
+    /// before the first sync) and `kiln_routing_replicas{model,version,state}` (state `ready`
+    /// always, `loading`, `failed`, `unspecified` when some replica is in it).
+    pub fn register_table(
+        &self,
+        registry: &mut Registry,
+        table: watch::Receiver<Arc<RoutingTable>>,
+    ) {
+        registry.register_collector(Box::new(TableCollector {
+            table,
+            updated: self.table_updated.clone(),
+        }));
+    }
+
+    /// Records a finished inference request; `version` is the version it was routed to (none
+    /// when it failed before routing).
+    pub fn observe_request(
+        &self,
+        model: &str,
+        version: Option<&str>,
+        code: Code,
+        elapsed: Duration,
+    ) {
+        if let Some(version) = version {
+            self.observe_routed(model, version, code, elapsed);
+        }
         self.requests
             .get_or_create(&RequestLabels {
                 model: model.to_owned(),
@@ -147,3 +275,100 @@ impl Metrics {
         self.table_updated.set(now.as_secs_f64());
     }
 }
+
+impl Metrics {
+    fn observe_routed(&self, model: &str, version: &str, code: Code, elapsed: Duration) {
+        if code == Code::Ok {
+            let labels = VersionLabels {
+                model: model.to_owned(),
+                version: version.to_owned(),
+            };
+            self.nv_success.get_or_create(&labels).inc_by(1);
+            let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+            self.nv_duration_us.get_or_create(&labels).inc_by(us);
+        } else {
+            self.nv_failure
+                .get_or_create(&FailureLabels {
+                    model: model.to_owned(),
+                    version: version.to_owned(),
+                    reason: failure_reason(code),
+                })
+                .inc_by(1);
+        }
+    }
+}
+
+/// Reads the routing table at scrape time.
+#[derive(Debug)]
+struct TableCollector {
+    table: watch::Receiver<Arc<RoutingTable>>,
+    updated: Gauge<f64, AtomicU64>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplicaLabels {
+    model: String,
+    version: String,
+    state: &'static str,
+}
+
+fn state_label(state: ReplicaState) -> &'static str {
+    match state {
+        ReplicaState::Unspecified => "unspecified",
+        ReplicaState::Loading => "loading",
+        ReplicaState::Ready => "ready",
+        ReplicaState::Failed => "failed",
+    }
+}
+
+impl Collector for TableCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let updated = self.updated.get();
+        if updated > 0.0 {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64();
+            encoder
+                .encode_descriptor(
+                    "kiln_routing_table_age_seconds",
+                    "Seconds since the routing table last changed or was resynced from etcd",
+                    None,
+                    MetricType::Gauge,
+                )?
+                .encode_gauge(&(now - updated).max(0.0))?;
+        }
+        let table = self.table.borrow().clone();
+        let mut family = encoder.encode_descriptor(
+            "kiln_routing_replicas",
+            "Replicas in the routing table by model, version and state",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (model, routes) in table.models() {
+            for (version, v) in &routes.versions {
+                let mut counts = vec![("ready", v.ready.len() as u64)];
+                for (_, state, _) in &v.not_ready {
+                    let name = state_label(*state);
+                    match counts.iter_mut().find(|(n, _)| *n == name) {
+                        Some((_, c)) => *c += 1,
+                        None => counts.push((name, 1)),
+                    }
+                }
+                for (state, n) in counts {
+                    let labels = ReplicaLabels {
+                        model: model.clone(),
+                        version: version.clone(),
+                        state,
+                    };
+                    family.encode_family(&labels)?.encode_gauge(&n)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "metrics_tests.rs"]
+mod tests;

@@ -76,6 +76,10 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
     }));
     let admin = AdminLink::new(&config, coord.clone())?;
     let (table_tx, table) = watch::channel(Arc::new(RoutingTable::default()));
+    metrics.register_table(
+        &mut registry.lock().unwrap_or_else(|p| p.into_inner()),
+        table.clone(),
+    );
     let (synced_tx, synced) = watch::channel(false);
     let watcher = Watcher::spawn(
         coord,

@@ -132,20 +132,26 @@ impl Gateway {
             Some(_) => request.model_name.clone(),
             None => "_unknown".to_owned(),
         };
-        let result = self.infer(request, deadline).await.map_err(Status::from);
+        let mut routed = None;
+        let result = self
+            .infer(request, deadline, &mut routed)
+            .await
+            .map_err(Status::from);
         let code = result
             .as_ref()
             .map_or_else(Status::code, |_| tonic::Code::Ok);
         self.inner
             .metrics
-            .observe_request(&model, code, started.elapsed());
+            .observe_request(&model, routed.as_deref(), code, started.elapsed());
         result
     }
 
+    /// Routes and forwards one request; `routed` gets the version chosen.
     async fn infer(
         &self,
         mut request: ModelInferRequest,
         deadline: Instant,
+        routed: &mut Option<String>,
     ) -> Result<ModelInferResponse, Error> {
         let _admission = self.admit()?;
         let table = self.table();
@@ -157,6 +163,7 @@ impl Gateway {
         // The worker must run the version the gateway chose, not its own default.
         request.model_version.clear();
         request.model_version.push_str(route.version);
+        *routed = Some(route.version.to_owned());
         let request = &request;
         self.inner
             .forwarder

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// How a monitor instance runs.
-#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct Config {
     /// Address of the gRPC server (Admin API, health, reflection). Port 0 picks a free port.
     #[arg(long, env = "KILN_MONITOR_GRPC_ADDR", default_value = "127.0.0.1:8101")]
@@ -49,6 +49,43 @@ pub struct Config {
     /// Unix epoch.
     #[arg(long, default_value_t = 10)]
     pub telemetry_window_secs: u64,
+    /// Consecutive windows with dataset drift before the KilnDataDrift alert fires.
+    #[arg(long, default_value_t = 3)]
+    pub drift_alert_windows: u32,
+    /// SLO of every deployment: p99 latency of a window, ms (0: not judged).
+    #[arg(long, default_value_t = 0.0)]
+    pub slo_p99_ms: f64,
+    /// SLO of every deployment: error rate of a window, 0..1 (1: not judged).
+    #[arg(long, default_value_t = 1.0)]
+    pub slo_max_error_rate: f64,
+    /// Fewest requests in a window for its SLO to be judged.
+    #[arg(long, default_value_t = 20)]
+    pub slo_min_requests: u64,
+    /// Time after a telemetry window closes before it is judged, ms (workers push closed
+    /// windows every --telemetry-interval-secs: keep this above it).
+    #[arg(long, default_value_t = 6000)]
+    pub watch_settle_ms: u64,
+    /// Alertmanager-compatible webhook URL receiving firing and resolved alerts (leader only).
+    #[arg(long, env = "KILN_ALERT_WEBHOOK")]
+    pub alert_webhook: Option<String>,
+    /// Command (run with `sh -c`) when a serving version's KilnDataDrift alert fires; it gets
+    /// KILN_MODEL, KILN_VERSION, KILN_NEXT_VERSION and KILN_ADMIN and should register the
+    /// retrained version, which then goes through canary and promotion.
+    #[arg(long, env = "KILN_RETRAIN_COMMAND")]
+    pub retrain_command: Option<String>,
+    /// Longest the retrain command may run, seconds.
+    #[arg(long, default_value_t = 600)]
+    pub retrain_timeout_secs: u64,
+    /// Least time between two retrains of a model, seconds; also how long after a retrain a
+    /// newly registered version counts as its result.
+    #[arg(long, default_value_t = 900)]
+    pub retrain_cooldown_secs: u64,
+    /// Traffic weight (of 100) of a retrained version's canary.
+    #[arg(long, default_value_t = 10)]
+    pub canary_weight: u32,
+    /// Judged windows within the SLO and without drift before a retrained canary is promoted.
+    #[arg(long, default_value_t = 3)]
+    pub canary_windows: u32,
 }
 
 impl Default for Config {
@@ -67,6 +104,17 @@ impl Default for Config {
             telemetry_windows: 60,
             telemetry_versions: 64,
             telemetry_window_secs: 10,
+            drift_alert_windows: 3,
+            slo_p99_ms: 0.0,
+            slo_max_error_rate: 1.0,
+            slo_min_requests: 20,
+            watch_settle_ms: 6000,
+            alert_webhook: None,
+            retrain_command: None,
+            retrain_timeout_secs: 600,
+            retrain_cooldown_secs: 900,
+            canary_weight: 10,
+            canary_windows: 3,
         }
     }
 }
@@ -84,6 +132,23 @@ impl Config {
     /// The election lease TTL.
     pub fn lease_ttl(&self) -> Duration {
         Duration::from_secs(self.lease_ttl_secs.max(1))
+    }
+
+    /// The watch loop's settings.
+    pub fn watch(&self) -> crate::watch::WatchConfig {
+        crate::watch::WatchConfig {
+            drift_alert_windows: self.drift_alert_windows.max(1),
+            slo_p99_ms: self.slo_p99_ms.max(0.0),
+            slo_max_error_rate: self.slo_max_error_rate.clamp(0.0, 1.0),
+            slo_min_requests: self.slo_min_requests,
+            settle: Duration::from_millis(self.watch_settle_ms),
+            webhook_url: self.alert_webhook.clone().filter(|u| !u.is_empty()),
+            retrain_command: self.retrain_command.clone(),
+            retrain_timeout: Duration::from_secs(self.retrain_timeout_secs.max(1)),
+            retrain_cooldown: Duration::from_secs(self.retrain_cooldown_secs),
+            canary_weight: self.canary_weight.clamp(1, 100),
+            canary_windows: self.canary_windows.max(1),
+        }
     }
 
     /// The reconcile period.

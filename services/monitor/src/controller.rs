@@ -107,6 +107,7 @@ async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let session = LeaseSession::start(coord.clone(), settings.lease_ttl);
+    metrics.session.follow(session.subscribe());
     let mut state = session.subscribe();
     let election = Election::new(coord.clone(), keys::CONTROLLER_ELECTION);
     let notify = Arc::new(Notify::new());

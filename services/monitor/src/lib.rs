@@ -22,6 +22,7 @@
 mod admin;
 mod config;
 mod controller;
+pub mod dashboard;
 pub mod drift;
 mod error;
 mod metrics;
@@ -31,6 +32,8 @@ pub mod reference;
 mod state;
 mod task;
 pub mod telemetry;
+pub mod watch;
+mod watch_metrics;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -42,7 +45,7 @@ use kiln_proto::kiln::v1::admin_server::AdminServer;
 use kiln_proto::kiln::v1::telemetry_server::TelemetryServer;
 use kiln_telemetry::{HttpEndpoints, Registry};
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch as signal};
 use tonic::transport::Server;
 
 pub use admin::AdminService;
@@ -51,6 +54,7 @@ pub use error::{Error, Result};
 pub use metrics::Metrics;
 pub use plan::{Assignment, ClusterState, Plan, PlanIssue, plan, retirements};
 pub use telemetry::{ProfileStore, TelemetryService};
+pub use watch::{Watch, WatchConfig};
 
 use controller::{Controller, ControllerSettings};
 use task::Task;
@@ -60,11 +64,15 @@ use task::Task;
 pub struct Running {
     /// The bound gRPC address (Admin, health, reflection).
     pub grpc_addr: SocketAddr,
-    /// The bound HTTP address (/metrics, /healthz, /readyz).
+    /// The bound HTTP address (/metrics, /healthz, /readyz, the dashboard at /).
     pub http_addr: SocketAddr,
-    leader: watch::Receiver<bool>,
+    /// What the watch loop judged last (drift, SLOs, alerts).
+    pub watch: Arc<Watch>,
+    stop_watch: signal::Sender<bool>,
+    watcher: Task,
+    leader: signal::Receiver<bool>,
     health: tonic_health::server::HealthReporter,
-    ready: watch::Sender<bool>,
+    ready: signal::Sender<bool>,
     stop_server: oneshot::Sender<()>,
     server: Task,
     controller: Controller,
@@ -82,11 +90,7 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
-    let (ready, ready_rx) = watch::channel(false);
-    let http = HttpEndpoints::serve(config.http_addr, Arc::new(Mutex::new(registry)), ready_rx)
-        .await
-        .with_context(|| format!("binding the monitor HTTP address {}", config.http_addr))?;
-    let http_addr = http.addr;
+    let (ready, ready_rx) = signal::channel(false);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AdminServer<AdminService>>().await;
@@ -102,15 +106,31 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
         .register_encoded_file_descriptor_set(kiln_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building the reflection service")?;
-    let admin = AdminServer::new(
-        AdminService::new(coord.clone(), config.package_root.clone())
-            .with_repository(config.repository.clone())
-            .with_profiles(profiles.clone()),
+    let admin_service = AdminService::new(coord.clone(), config.package_root.clone())
+        .with_repository(config.repository.clone())
+        .with_profiles(profiles.clone());
+    let watch_state = Arc::new(Watch::default());
+    watch_metrics::register(&mut registry, watch_state.clone());
+    let dashboard = dashboard::router(dashboard::Dashboard {
+        coord: coord.clone(),
+        profiles: profiles.clone(),
+        references: admin_service.references(),
+        watch: watch_state.clone(),
+    });
+    let http = HttpEndpoints::serve_with(
+        config.http_addr,
+        Arc::new(Mutex::new(registry)),
+        ready_rx,
+        dashboard,
     )
-    .max_decoding_message_size(config.max_message_bytes)
-    .max_encoding_message_size(config.max_message_bytes);
+    .await
+    .with_context(|| format!("binding the monitor HTTP address {}", config.http_addr))?;
+    let http_addr = http.addr;
+    let admin = AdminServer::new(admin_service.clone())
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
 
-    let telemetry = TelemetryServer::new(TelemetryService::new(profiles))
+    let telemetry = TelemetryServer::new(TelemetryService::new(profiles.clone()))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
 
@@ -147,13 +167,30 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
         lease_ttl: config.lease_ttl(),
         interval: config.reconcile_interval(),
     };
-    let controller = Controller::spawn(coord, settings, metrics);
+    let controller = Controller::spawn(coord.clone(), settings, metrics);
     let leader = controller.leader();
+    let (stop_watch, stop_watch_rx) = signal::channel(false);
+    let watcher = watch::spawn(
+        config.watch(),
+        watch::Deps {
+            coord,
+            profiles,
+            references: admin_service.references(),
+            admin: admin_service,
+            admin_url: format!("http://{grpc_addr}"),
+            leader: leader.clone(),
+        },
+        watch_state.clone(),
+        stop_watch_rx,
+    );
     ready.send_replace(true);
     tracing::info!(%grpc_addr, %http_addr, "monitor started");
     Ok(Running {
         grpc_addr,
         http_addr,
+        watch: watch_state,
+        stop_watch,
+        watcher,
         leader,
         health,
         ready,
@@ -167,7 +204,7 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
 
 impl Running {
     /// Whether this instance leads the controller, as it changes.
-    pub fn leader(&self) -> watch::Receiver<bool> {
+    pub fn leader(&self) -> signal::Receiver<bool> {
         self.leader.clone()
     }
 
@@ -192,6 +229,8 @@ impl Running {
             .await;
         let _ = self.stop_server.send(());
         self.server.join(self.grace).await;
+        let _ = self.stop_watch.send(true);
+        self.watcher.join(Duration::from_secs(1)).await;
         self.controller.stop().await;
         self.http.stop();
         tracing::info!("monitor stopped");

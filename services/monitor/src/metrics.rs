@@ -1,4 +1,5 @@
-//! The controller's Prometheus metrics, registered once per monitor instance.
+//! The controller's Prometheus metrics, registered once per monitor instance (the watch loop's
+//! are read at scrape time by [`crate::watch_metrics`]).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -7,6 +8,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::plan::ClusterState;
+use kiln_coord::SessionMetrics;
 use kiln_proto::kiln::v1::ReplicaState;
 
 /// Labels of per-version series.
@@ -46,12 +48,17 @@ pub struct Metrics {
     pub traffic_weight: Family<VersionLabels, Gauge>,
     /// `kiln_workers{state}`: live workers by state (leader only).
     pub workers: Family<WorkerStateLabels, Gauge>,
+    /// `kiln_etcd_session_*`: the election lease session (followed by the controller task).
+    pub session: SessionMetrics,
 }
 
 impl Metrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
-        let m = Self::default();
+        let m = Self {
+            session: SessionMetrics::register(registry),
+            ..Self::default()
+        };
         registry.register(
             "kiln_controller_is_leader",
             "1 while this monitor leads the controller election",

@@ -8,21 +8,29 @@
 //! - [`profile_from_csv`] (a header of feature names, one row per item; empty cells and `nan`
 //!   are missing values) and [`profile_from_npy`] (a 2-D little-endian `float32`/`float64`
 //!   array in C order) build the reference profile of a data file.
+//! - Both also fit the reference's Mahalanobis outlier model ([`outlier`]: streaming mean and
+//!   covariance of the input features, then a regularised pseudo-inverse and a chi-square
+//!   threshold), stored in the profile; workers score live rows against it.
 //! - [`write_reference`] writes it beside the package as [`REFERENCE_PROFILE_FILE`]
 //!   (`kiln.v1.ModelProfile`, prost-encoded); [`load`] reads a `.pb` back, or builds the profile
 //!   from a raw `.csv`/`.npy` reference in a package directory.
 
+pub mod outlier;
+
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use kiln_model::Manifest;
 use kiln_proto::kiln::v1 as pb;
-use kiln_telemetry::profile::{ModelProfile, ProfileSchema, SketchConfig, TensorSig};
+use kiln_telemetry::profile::{
+    CoMoments, ModelProfile, ProfileSchema, REFERENCE_K, SketchConfig, TensorSig,
+};
 use prost::Message;
 
 use crate::error::{Error, Result};
 
 /// File name of a package's reference profile.
-pub const REFERENCE_PROFILE_FILE: &str = "reference.profile.pb";
+pub const REFERENCE_PROFILE_FILE: &str = kiln_telemetry::profile::REFERENCE_PROFILE_FILE;
 
 /// The profile shape of a package (see the module doc). The same layout as the worker's
 /// profiler (`services/worker/src/telemetry/profiler.rs`): FP32 inputs with static dims only,
@@ -41,9 +49,19 @@ pub fn schema_for(manifest: &Manifest) -> Result<ProfileSchema> {
     Ok(kiln_telemetry::profile::layout(&inputs, &outputs, SketchConfig::default()).schema)
 }
 
+/// An empty reference profile of the package: the live layout with [`REFERENCE_K`] sketches
+/// (exact up to ~1000 rows), so the reference side adds (almost) no error to drift tests.
 fn empty(manifest: &Manifest) -> Result<ModelProfile> {
-    ModelProfile::new(&manifest.name, &manifest.version, &schema_for(manifest)?)
+    let mut schema = schema_for(manifest)?;
+    schema.config.kll_k = REFERENCE_K;
+    ModelProfile::new(&manifest.name, &manifest.version, &schema)
         .map_err(|e| Error::Internal(format!("profile: {e}")))
+}
+
+/// Fits the outlier model of the rows in `acc` and attaches it to `p` (none when it cannot be
+/// fitted: fewer than 2 complete rows, or every feature constant).
+fn attach_outlier(p: &mut ModelProfile, acc: &CoMoments) {
+    p.set_outlier_model(outlier::fit(acc).map(Arc::new));
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -83,6 +101,7 @@ pub fn profile_from_csv(manifest: &Manifest, path: &Path) -> Result<ModelProfile
         ));
     }
     let mut row = vec![0.0f64; width];
+    let mut acc = CoMoments::new(width);
     for (i, line) in lines {
         let mut n = 0;
         for (slot, cell) in row.iter_mut().zip(line.split(',')) {
@@ -99,7 +118,9 @@ pub fn profile_from_csv(manifest: &Manifest, path: &Path) -> Result<ModelProfile
             return Err(bad(i + 1, format!("expected {width} values")));
         }
         p.observe_row(&row).map_err(|e| bad(i + 1, e.to_string()))?;
+        acc.add(&row).map_err(|e| bad(i + 1, e.to_string()))?;
     }
+    attach_outlier(&mut p, &acc);
     Ok(p)
 }
 
@@ -170,6 +191,10 @@ pub fn profile_from_npy(manifest: &Manifest, path: &Path) -> Result<ModelProfile
     let mut p = empty(manifest)?;
     p.observe_batch(rows, cols, &values)
         .map_err(|e| bad(&e.to_string()))?;
+    let mut acc = CoMoments::new(cols);
+    acc.add_batch(rows, &values)
+        .map_err(|e| bad(&e.to_string()))?;
+    attach_outlier(&mut p, &acc);
     Ok(p)
 }
 

@@ -146,9 +146,11 @@ async fn undrifted_traffic_does_not_drift() {
             .iter()
             .all(|x| x.test == "ks" && x.sample_count == 2000)
     );
-    // At p ≤ 0.05 one false positive in 20 is expected (KLL compaction is randomised, so the
-    // sketches and the count vary a little between runs); Benjamini-Hochberg removes them.
-    assert!(drifted(&r).len() <= 4, "drifted: {:?}", drifted(&r));
+    // At p ≤ 0.05 one false positive in 20 is expected (the sketch KS runs at the nominal
+    // rate: tests/drift_false_alarms.rs). The data are seeded but KLL compaction is not, so
+    // borderline features come and go: 47 runs gave 0 (17×), 1 (24×), 2 (5×), 3 (once).
+    // Benjamini-Hochberg removes them.
+    assert!(drifted(&r).len() <= 3, "drifted: {:?}", drifted(&r));
     assert_eq!(r.drifted_features_adjusted, 0, "{r:?}");
     assert!(!r.drifted);
     f.monitor.shutdown().await;
@@ -162,7 +164,7 @@ async fn a_shift_on_a_fifth_of_the_features_drifts_only_them() {
     let r = f.report("2").await;
     let d = drifted(&r);
     assert!((0..4).all(|i| d.contains(&i)), "drifted: {d:?}");
-    assert!(d.len() <= 8, "drifted: {d:?}");
+    assert!(d.len() <= 7, "drifted: {d:?}");
     assert!(
         r.features[..4]
             .iter()

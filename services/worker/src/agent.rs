@@ -34,6 +34,7 @@ use kiln_coord::{
 };
 use kiln_model::{Backend, Model};
 use kiln_proto::kiln::v1::BatchingOverrides;
+use kiln_telemetry::profile::OutlierModel;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -72,7 +73,8 @@ pub struct AgentConfig {
 struct Loaded {
     key: VersionKey,
     generation: u64,
-    result: Result<Model, LoadError>,
+    /// The model and its package's reference outlier model, if any.
+    result: Result<(Model, Option<Arc<OutlierModel>>), LoadError>,
 }
 
 /// A version whose linger after unassignment is over.
@@ -387,12 +389,15 @@ impl Agent {
             return;
         }
         let overrides = self.overrides.get(&key).cloned().unwrap_or_default();
-        let outcome = done.result.map_err(|e| e.to_string()).and_then(|model| {
-            let memory = model.memory_bytes();
-            self.make_servable(model, &overrides)
-                .map(|loaded| (loaded, memory))
-                .map_err(|e| e.to_string())
-        });
+        let outcome = done
+            .result
+            .map_err(|e| e.to_string())
+            .and_then(|(model, outlier)| {
+                let memory = model.memory_bytes();
+                self.make_servable(model, outlier, &overrides)
+                    .map(|loaded| (loaded, memory))
+                    .map_err(|e| e.to_string())
+            });
         match outcome {
             Ok((loaded, memory)) => {
                 self.store.insert(loaded);
@@ -412,6 +417,7 @@ impl Agent {
     fn make_servable(
         &self,
         model: Model,
+        outlier: Option<Arc<OutlierModel>>,
         overrides: &BatchingOverrides,
     ) -> std::io::Result<Arc<LoadedModel>> {
         let manifest = apply_overrides(model.manifest().clone(), overrides);
@@ -444,7 +450,7 @@ impl Agent {
             .cfg
             .telemetry
             .as_ref()
-            .and_then(|t| t.register(&manifest));
+            .and_then(|t| t.register(&manifest, outlier));
         Ok(Arc::new(LoadedModel {
             manifest,
             executor,
@@ -529,13 +535,18 @@ async fn fetch_and_load(
     key: &VersionKey,
     backend: Backend,
     root: Option<PathBuf>,
-) -> Result<Model, LoadError> {
+) -> Result<(Model, Option<Arc<OutlierModel>>), LoadError> {
     let record_key = keys::model_version(&key.0, &key.1);
     let record: ModelVersionRecord = codec::get(coord.as_ref(), &record_key)
         .await
         .map_err(|e| LoadError::Record(format!("cannot read {record_key}: {e}")))?
         .ok_or_else(|| LoadError::Record(format!("no model version record at {record_key}")))?;
-    package::load(record, backend, root).await
+    let dir = package::package_dir(&record.package_uri)?;
+    let model = package::load(record, backend, root).await?;
+    // After the load checked the package (location, root, checksum): its reference outlier
+    // model, read on the blocking pool; never fails the load.
+    let outlier = crate::telemetry::load_outlier_model(dir).await;
+    Ok((model, outlier))
 }
 
 #[cfg(test)]

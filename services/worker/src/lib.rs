@@ -191,6 +191,9 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
     let store = Arc::new(ModelStore::default());
     let registry = Arc::new(Mutex::new(Registry::default()));
     let metrics = WorkerMetrics::register(&registry, store.clone());
+    let session_metrics = kiln_coord::SessionMetrics::register(
+        &mut registry.lock().unwrap_or_else(|p| p.into_inner()),
+    );
     let (telemetry, telemetry_tasks) = match start_telemetry(&config, &id, &coord, &registry)? {
         Some((t, tasks)) => (Some(t), Some(tasks)),
         None => (None, None),
@@ -252,6 +255,7 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
         draining: false,
     };
     let session = LeaseSession::start(coord.clone(), config.lease_ttl());
+    session_metrics.follow(session.subscribe());
     let agent = Agent::new(
         coord.clone(),
         AgentConfig {

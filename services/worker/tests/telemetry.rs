@@ -133,6 +133,14 @@ async fn profiles_of_the_traffic_reach_the_monitor() {
     assert_eq!(p.latency().len(), requests + 1);
     assert_eq!(p.features().len(), 64);
     assert_eq!(p.features()[3].name(), "input[3]");
+    // The package's reference.profile.pb has an outlier model: every row is scored, and
+    // held-out digits are rarely outliers (≈ 2 %; see the monitor's tests/outlier.rs).
+    assert_eq!(p.scored_rows(), rows.len() as u64);
+    assert!(
+        p.outlier_count() * 10 <= p.scored_rows(),
+        "{}",
+        p.outlier_count()
+    );
     for (j, (feature, want)) in p.features().iter().zip(column_means(rows)).enumerate() {
         assert_eq!(feature.count(), rows.len() as u64, "feature {j}");
         let got = feature.moments().mean().unwrap();

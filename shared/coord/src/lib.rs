@@ -9,7 +9,8 @@
 //!
 //! Both are checked by the same conformance suite (`conformance`, behind the `testing` feature),
 //! so code written against the trait behaves the same on either. The key schema of DESIGN.md §4 is
-//! in [`keys`]; the one value codec (JSON) is in [`codec`].
+//! in [`keys`]; the one value codec (JSON) is in [`codec`]. [`SessionMetrics`] exports a
+//! [`LeaseSession`]'s state to Prometheus, the same way in every service that holds one.
 
 pub mod codec;
 mod election;
@@ -17,6 +18,7 @@ mod error;
 mod etcd;
 pub mod keys;
 mod memory;
+pub mod metrics;
 mod session;
 mod types;
 
@@ -29,6 +31,7 @@ pub use election::{Election, LeaderKey};
 pub use error::{CoordError, Result};
 pub use etcd::{EtcdConfig, EtcdCoordinator};
 pub use memory::MemoryCoordinator;
+pub use metrics::SessionMetrics;
 pub use session::{LeaseSession, SessionState};
 pub use types::{
     Compare, Coordinator, EventKind, KeyValue, LeaseId, Listing, TxnOp, TxnOutcome, TxnRequest,

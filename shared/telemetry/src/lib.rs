@@ -3,7 +3,8 @@
 //! - [`init_tracing`]: one `tracing` subscriber, filtered by `RUST_LOG` (default `info`).
 //! - [`HttpEndpoints`]: the HTTP side every service serves: `/metrics` (Prometheus text from a
 //!   shared [`Registry`]), `/healthz` (the process is up) and `/readyz` (the service says it can
-//!   take traffic, from a `watch` flag).
+//!   take traffic, from a `watch` flag); [`HttpEndpoints::serve_with`] mounts a service's own
+//!   routes beside them.
 //! - [`shutdown_signal`]: resolves on SIGINT or SIGTERM, the start of the shutdown protocol.
 //! - [`profile`]: the mergeable traffic profiles (feature sketches, output histograms, latency)
 //!   that workers push to the monitor.
@@ -69,13 +70,26 @@ impl HttpEndpoints {
         registry: Arc<Mutex<Registry>>,
         ready: watch::Receiver<bool>,
     ) -> std::io::Result<Self> {
+        Self::serve_with(addr, registry, ready, Router::new()).await
+    }
+
+    /// Like [`HttpEndpoints::serve`], plus the routes of `extra` (a service's own pages, such
+    /// as the monitor's dashboard). `extra` must not route `/metrics`, `/healthz` or `/readyz`
+    /// (axum panics on overlapping routes).
+    pub async fn serve_with(
+        addr: SocketAddr,
+        registry: Arc<Mutex<Registry>>,
+        ready: watch::Receiver<bool>,
+        extra: Router,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let app = Router::new()
             .route("/metrics", get(metrics))
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
-            .with_state(Shared { registry, ready });
+            .with_state(Shared { registry, ready })
+            .merge(extra);
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "http endpoint failed");

@@ -9,7 +9,7 @@ use kiln_proto::kiln::v1::{
 };
 
 use crate::admin::{Admin, wait_ready};
-use crate::args::{DeployArgs, OutputFormat, ScaleArgs, UndeployArgs};
+use crate::args::{DeployArgs, OutputFormat, RegisterArgs, ScaleArgs, UndeployArgs};
 use crate::output::emit_json;
 
 /// Registers the package in `dir` (made absolute here: the monitor resolves paths itself).
@@ -31,6 +31,18 @@ pub async fn register(
         .record
         .context("RegisterModelVersion returned no record")?;
     Ok(record)
+}
+
+/// Runs `kiln register`.
+pub async fn register_cmd(admin: &mut Admin, args: RegisterArgs) -> anyhow::Result<()> {
+    let r = register(admin, &args.package).await?;
+    match args.output {
+        OutputFormat::Json => emit_json(&r),
+        OutputFormat::Table => crate::output::emit(&format!(
+            "registered {}/{} ({}, {} bytes) from {}\n",
+            r.model, r.version, r.format, r.size_bytes, r.package_uri
+        )),
+    }
 }
 
 /// The DeployRequest of `kiln deploy` (batching overrides only when one is set).

@@ -18,7 +18,7 @@ use crate::args::{DriftArgs, OutputFormat, ProfileArgs};
 use crate::output::{emit, emit_json, table};
 
 /// What `kiln profile` wrote.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Written {
     /// The profile file.
     pub path: PathBuf,
@@ -26,6 +26,9 @@ pub struct Written {
     pub rows: u64,
     /// Features per row.
     pub features: usize,
+    /// The outlier model's degrees of freedom (effective rank) and d² threshold, if one was
+    /// fitted.
+    pub outlier: Option<(u32, f64)>,
 }
 
 /// Builds and writes the reference profile of `args.package` (blocking file work).
@@ -52,14 +55,23 @@ pub fn write_profile(args: &ProfileArgs) -> anyhow::Result<Written> {
         path,
         rows: profile.row_count,
         features: profile.features().len(),
+        outlier: profile
+            .outlier_model()
+            .map(|m| (m.degrees_of_freedom(), m.fit().threshold)),
     })
 }
 
 /// `kiln profile`.
 pub async fn profile(args: ProfileArgs) -> anyhow::Result<()> {
     let w = tokio::task::spawn_blocking(move || write_profile(&args)).await??;
+    let outlier = match w.outlier {
+        Some((dof, threshold)) => {
+            format!("; outlier model: {dof} degrees of freedom, d² threshold {threshold:.2}")
+        }
+        None => "; no outlier model (fewer than 2 complete rows or constant features)".into(),
+    };
     emit(&format!(
-        "wrote {} ({} rows × {} features)\n",
+        "wrote {} ({} rows × {} features{outlier})\n",
         w.path.display(),
         w.rows,
         w.features
@@ -91,10 +103,28 @@ fn num(x: f64) -> String {
     }
 }
 
+/// The outlier part of the summary line: the rate and its counts, or why there is none.
+fn outliers(r: &DriftReportResponse) -> String {
+    if r.outlier_rate < 0.0 || r.scored_rows == 0 {
+        let why = if r.outlier_reason.is_empty() {
+            "no row scored"
+        } else {
+            r.outlier_reason.as_str()
+        };
+        return format!("outlier rate - ({why})");
+    }
+    format!(
+        "outlier rate {:.2} % ({} of {} scored rows)",
+        r.outlier_rate * 100.0,
+        r.outlier_count,
+        r.scored_rows
+    )
+}
+
 /// The report for people: a summary, then one row per feature.
 pub fn drift_table(r: &DriftReportResponse) -> String {
     let mut out = format!(
-        "{}/{}: {} live samples vs {} reference, {} requests ({} errors), latency p50 {:.2} ms p99 {:.2} ms\n",
+        "{}/{}: {} live samples vs {} reference, {} requests ({} errors), latency p50 {:.2} ms p99 {:.2} ms, {}\n",
         r.model,
         r.version,
         r.sample_count,
@@ -102,7 +132,8 @@ pub fn drift_table(r: &DriftReportResponse) -> String {
         r.request_count,
         r.error_count,
         r.latency_p50_ms,
-        r.latency_p99_ms
+        r.latency_p99_ms,
+        outliers(r)
     );
     if !r.reason.is_empty() {
         out.push_str(&format!("not judged: {}\n", r.reason));

@@ -38,6 +38,8 @@ pub struct ClusterConfig {
     pub compute_threads: Option<usize>,
     /// Disable the workers' dynamic batching (benchmark baseline).
     pub no_dynamic_batching: bool,
+    /// The monitor's retrain hook, as given to `kiln up`.
+    pub retrain_command: Option<String>,
 }
 
 /// A running embedded cluster.
@@ -50,6 +52,25 @@ pub struct Cluster {
     pub gateway: kiln_gateway::Running,
     /// Which coordinator the cluster shares (`memory` or `etcd`).
     pub coordinator: &'static str,
+}
+
+/// `s` as one single-quoted shell word.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The hook command with the embedded cluster's environment: new packages go into the model
+/// repository (the only place its monitor accepts packages from) and `kiln` is this binary.
+fn retrain_command(command: &str, models: &Path) -> String {
+    let models = std::path::absolute(models).unwrap_or_else(|_| models.to_path_buf());
+    let kiln = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "kiln".into());
+    format!(
+        "KILN_RETRAIN_DIR={} KILN={} {command}",
+        shell_quote(&models.display().to_string()),
+        shell_quote(&kiln)
+    )
 }
 
 fn addr(port: u16, ephemeral: bool) -> SocketAddr {
@@ -65,6 +86,10 @@ impl Cluster {
                 grpc_addr: addr(8101, eph),
                 http_addr: addr(8102, eph),
                 package_root: Some(config.models.clone()),
+                retrain_command: config
+                    .retrain_command
+                    .as_deref()
+                    .map(|c| retrain_command(c, &config.models)),
                 ..kiln_monitor::Config::default()
             },
             coord.clone(),
@@ -256,6 +281,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         models: models.clone(),
         compute_threads: args.compute_threads,
         no_dynamic_batching: args.no_dynamic_batching,
+        retrain_command: args.retrain_command.clone(),
     };
     let cluster = Cluster::start(&config, coord).await?;
     let prepared = tokio::select! {

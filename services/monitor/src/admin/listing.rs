@@ -8,7 +8,7 @@ use kiln_proto::kiln::v1::ListReplicasRequest;
 use super::optional_segment;
 use crate::error::Result;
 
-pub(super) async fn deployments(
+pub(crate) async fn deployments(
     coord: &dyn Coordinator,
     model: &str,
 ) -> Result<Vec<DeploymentRecord>> {
@@ -24,7 +24,7 @@ pub(super) async fn deployments(
     )
 }
 
-pub(super) async fn replicas(
+pub(crate) async fn replicas(
     coord: &dyn Coordinator,
     req: &ListReplicasRequest,
 ) -> Result<Vec<ReplicaRecord>> {

@@ -7,11 +7,11 @@
 
 mod deployments;
 mod drift;
-mod listing;
+pub(crate) mod listing;
 mod models;
 mod repository;
 mod rollouts;
-mod workers;
+pub(crate) mod workers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -50,6 +50,11 @@ impl AdminService {
     pub fn with_profiles(mut self, store: Arc<ProfileStore>) -> Self {
         self.profiles = store;
         self
+    }
+
+    /// The reference profile cache DriftReport uses (shared with the watch loop).
+    pub(crate) fn references(&self) -> Arc<ReferenceCache> {
+        self.references.clone()
     }
 
     /// Registration copies packages into this model repository (see [`repository`]).

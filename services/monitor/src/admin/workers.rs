@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::state;
 
 /// Live workers (cordoned ones read as draining) and, in the same order, their loads.
-pub(super) async fn list(coord: &dyn Coordinator) -> Result<(Vec<WorkerRecord>, Vec<WorkerLoad>)> {
+pub(crate) async fn list(coord: &dyn Coordinator) -> Result<(Vec<WorkerRecord>, Vec<WorkerLoad>)> {
     let snap = state::snapshot(coord).await?;
     let loads = state::loads(&snap.state);
     Ok((snap.state.workers, loads))

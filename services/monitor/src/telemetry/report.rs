@@ -83,11 +83,29 @@ pub fn build(
     };
     let now = now_ms();
     let since = now.saturating_sub(secs.saturating_mul(1000));
+    build_range(store, model, version, since, u64::MAX, reference)
+}
+
+/// Builds the report of `model`/`version` over the windows starting in `[since_ms, until_ms)`
+/// (the watch loop judges one closed window at a time this way). Blocking (sketch work).
+pub fn build_range(
+    store: &ProfileStore,
+    model: &str,
+    version: &str,
+    since_ms: u64,
+    until_ms: u64,
+    reference: Option<&ModelProfile>,
+) -> Result<DriftReportResponse> {
+    let now = now_ms();
+    let since = since_ms;
+    let secs = now.saturating_sub(since) / 1000;
     let mut out = DriftReportResponse {
         model: model.to_string(),
         version: version.to_string(),
         window_start_unix_ms: store.align(since),
         window_end_unix_ms: now,
+        outlier_rate: -1.0,
+        outlier_reason: "no live traffic in the look-back".into(),
         ..Default::default()
     };
     if let Some(r) = reference {
@@ -102,7 +120,7 @@ pub fn build(
         start_ms,
         end_ms,
         ..
-    }) = store.merged(model, version, since)?
+    }) = store.merged_range(model, version, since, until_ms)?
     else {
         out.reason = format!("no live traffic profile of {model}/{version} in the last {secs} s");
         return Ok(out);
@@ -112,6 +130,7 @@ pub fn build(
     out.request_count = live.request_count;
     out.error_count = live.error_count;
     out.sample_count = live.row_count;
+    outlier_rate(&mut out, &live, reference);
     if !live.latency().is_empty() {
         out.latency_p50_ms = live.latency().value_at_quantile(0.5) as f64 / 1000.0;
         out.latency_p99_ms = live.latency().value_at_quantile(0.99) as f64 / 1000.0;
@@ -137,6 +156,59 @@ pub fn build(
     }
     judge(&mut out, reference, &live);
     Ok(out)
+}
+
+/// Judges `live` against `reference` as [`build`] does once it has both profiles (the same
+/// [`MIN_SAMPLES`] and feature-count checks, then the per-feature rule, Benjamini–Hochberg and
+/// dataset drift), without a store or look-back: for offline replays such as
+/// `examples/drift_windows.rs`. Window times and latencies are left 0.
+pub fn judge_profiles(reference: &ModelProfile, live: &ModelProfile) -> DriftReportResponse {
+    let mut out = DriftReportResponse {
+        model: live.model.clone(),
+        version: live.version.clone(),
+        request_count: live.request_count,
+        error_count: live.error_count,
+        sample_count: live.row_count,
+        reference_count: reference.row_count,
+        ..Default::default()
+    };
+    if live.row_count < MIN_SAMPLES {
+        out.reason = format!(
+            "{} live samples, fewer than the {MIN_SAMPLES} a verdict needs",
+            live.row_count
+        );
+    } else if reference.features().len() != live.features().len() {
+        out.reason = format!(
+            "the reference profile has {} features, live traffic {}",
+            reference.features().len(),
+            live.features().len()
+        );
+    } else {
+        judge(&mut out, reference, live);
+    }
+    out
+}
+
+/// The live outlier rate (rows the workers scored against the reference's outlier model), or
+/// -1 and why nothing was scored.
+fn outlier_rate(
+    out: &mut DriftReportResponse,
+    live: &ModelProfile,
+    reference: Option<&ModelProfile>,
+) {
+    out.scored_rows = live.scored_rows();
+    out.outlier_count = live.outlier_count();
+    if let Some(rate) = live.outlier_rate() {
+        out.outlier_rate = rate;
+        out.outlier_reason.clear();
+        return;
+    }
+    out.outlier_rate = -1.0;
+    out.outlier_reason = match reference.map(|r| r.outlier_model().is_some()) {
+        Some(true) => "no live row was scored (workers score rows once they load a package whose reference.profile.pb has an outlier model)".into(),
+        Some(false) => "the reference profile has no outlier model (re-run `kiln profile`)".into(),
+        None => "no reference profile (run `kiln profile`)".into(),
+    };
 }
 
 fn judge(out: &mut DriftReportResponse, reference: &ModelProfile, live: &ModelProfile) {

@@ -62,6 +62,37 @@ pub struct Merged {
     pub windows: usize,
 }
 
+/// The traffic of one window of a model version (see [`ProfileStore::series`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WindowStats {
+    /// Start of the window, Unix ms.
+    pub start_ms: u64,
+    /// Requests answered in the window.
+    pub requests: u64,
+    /// Failed requests in the window.
+    pub errors: u64,
+    /// Input rows profiled in the window.
+    pub rows: u64,
+    /// Latency percentiles in the window, ms (0 without requests).
+    pub p50_ms: f64,
+    /// 90th percentile, ms.
+    pub p90_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+}
+
+impl WindowStats {
+    /// Requests per second over a window of `window_ms`.
+    pub fn throughput(&self, window_ms: u64) -> f64 {
+        self.requests as f64 * 1000.0 / window_ms.max(1) as f64
+    }
+
+    /// Errors per second over a window of `window_ms`.
+    pub fn error_rate_per_sec(&self, window_ms: u64) -> f64 {
+        self.errors as f64 * 1000.0 / window_ms.max(1) as f64
+    }
+}
+
 impl ProfileStore {
     /// A store of `window_ms`-long windows keeping `max_windows` per version and `max_versions`
     /// versions (each at least 1).
@@ -128,6 +159,20 @@ impl ProfileStore {
 
     /// The merge of the windows of `model`/`version` that start at or after `since_ms`.
     pub fn merged(&self, model: &str, version: &str, since_ms: u64) -> Result<Option<Merged>> {
+        self.merged_range(model, version, since_ms, u64::MAX)
+    }
+
+    /// The merge of the windows of `model`/`version` that start in `[since_ms, until_ms)`.
+    pub fn merged_range(
+        &self,
+        model: &str,
+        version: &str,
+        since_ms: u64,
+        until_ms: u64,
+    ) -> Result<Option<Merged>> {
+        if until_ms <= self.align(since_ms) {
+            return Ok(None);
+        }
         let inner = self.inner.lock().expect("profile store lock");
         let Some(v) = inner
             .versions
@@ -136,7 +181,7 @@ impl ProfileStore {
             return Ok(None);
         };
         let mut out: Option<Merged> = None;
-        for (&start, p) in v.windows.range(self.align(since_ms)..) {
+        for (&start, p) in v.windows.range(self.align(since_ms)..until_ms) {
             match &mut out {
                 None => {
                     out = Some(Merged {
@@ -156,6 +201,41 @@ impl ProfileStore {
             }
         }
         Ok(out)
+    }
+
+    /// The traffic of every kept window of `model`/`version`, oldest first (empty when the
+    /// store holds none). Reads counts and latency percentiles only: the lock is held for a few
+    /// histogram look-ups per window, no sketch is cloned or merged.
+    pub fn series(&self, model: &str, version: &str) -> Vec<WindowStats> {
+        let inner = self.inner.lock().expect("profile store lock");
+        let Some(v) = inner
+            .versions
+            .get(&(model.to_string(), version.to_string()))
+        else {
+            return Vec::new();
+        };
+        v.windows
+            .iter()
+            .map(|(&start_ms, p)| {
+                let lat = p.latency();
+                let q = |q: f64| {
+                    if lat.is_empty() {
+                        0.0
+                    } else {
+                        lat.value_at_quantile(q) as f64 / 1000.0
+                    }
+                };
+                WindowStats {
+                    start_ms,
+                    requests: p.request_count,
+                    errors: p.error_count,
+                    rows: p.row_count,
+                    p50_ms: q(0.5),
+                    p90_ms: q(0.9),
+                    p99_ms: q(0.99),
+                }
+            })
+            .collect()
     }
 
     /// The most recently pushed version of `model`, if any.
@@ -211,6 +291,31 @@ mod tests {
         assert_eq!(s.merged("m", "1", 70_000).unwrap().unwrap().windows, 1);
         assert!(s.push(80_000, &profile("1", 1, 3)).is_err());
         assert_eq!(s.len(), (1, 3));
+    }
+
+    #[test]
+    fn series_reads_counts_and_latency_per_window() {
+        let s = ProfileStore::new(10_000, 5, 2);
+        assert!(s.series("m", "1").is_empty());
+        let mut a = profile("1", 3, 1);
+        for ms in [1, 2, 3, 100] {
+            a.record_request(std::time::Duration::from_millis(ms), ms != 3);
+        }
+        s.push(20_000, &a).unwrap();
+        s.push(10_000, &profile("1", 2, 1)).unwrap();
+        let series = s.series("m", "1");
+        assert_eq!(series.len(), 2);
+        assert_eq!(series[0].start_ms, 10_000);
+        assert_eq!((series[0].requests, series[0].p99_ms), (0, 0.0));
+        let w = series[1];
+        assert_eq!(
+            (w.start_ms, w.requests, w.errors, w.rows),
+            (20_000, 4, 1, 3)
+        );
+        assert!((w.p50_ms - 2.0).abs() < 0.1, "{w:?}");
+        assert!((w.p99_ms - 100.0).abs() < 1.0, "{w:?}");
+        assert!((w.throughput(10_000) - 0.4).abs() < 1e-9);
+        assert!((w.error_rate_per_sec(10_000) - 0.1).abs() < 1e-9);
     }
 
     #[test]

@@ -16,11 +16,17 @@
 //! each) and at most [`MAX_CLOSED`] + 1 profiles; per monitor at most [`MAX_CLOSED`] batches
 //! waiting to be pushed.
 //!
+//! Outliers: when the package's `reference.profile.pb` has an outlier model ([`outlier`]),
+//! the profiling thread scores every profiled row against it (d² = (x − μ)ᵀ Σ⁺ (x − μ), about
+//! `features²` multiply-adds per row) and counts the rows beyond its threshold in the
+//! profile's `scored_rows` / `outlier_count`.
+//!
 //! Metrics: `kiln_telemetry_samples_dropped_total{model,version}`,
 //! `kiln_telemetry_pushes_total{result}` (`ok`, `error`).
 //!
 //! [`ProfileWindow`]: kiln_telemetry::profile::ProfileWindow
 
+pub mod outlier;
 pub mod profiler;
 pub mod push;
 
@@ -32,12 +38,14 @@ use std::time::Duration;
 
 use kiln_model::Manifest;
 use kiln_proto::kiln::v1 as pb;
+use kiln_telemetry::profile::OutlierModel;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use crate::metrics::ModelLabels;
+pub use outlier::{load_outlier_model, read_outlier_model};
 pub use profiler::{ProfilerSettings, VersionProfiler, unix_ms};
 
 /// Closed windows kept per version (and batches per monitor) until pushed.
@@ -94,8 +102,13 @@ impl Telemetry {
         self.settings.period
     }
 
-    /// Starts profiling a loaded version (`None` if its profile cannot be built).
-    pub fn register(&self, manifest: &Manifest) -> Option<Arc<VersionProfiler>> {
+    /// Starts profiling a loaded version (`None` if its profile cannot be built), scoring its
+    /// rows against `outlier` (the package's reference outlier model) when it fits the layout.
+    pub fn register(
+        &self,
+        manifest: &Manifest,
+        outlier: Option<Arc<OutlierModel>>,
+    ) -> Option<Arc<VersionProfiler>> {
         let labels = ModelLabels {
             model: manifest.name.clone(),
             version: manifest.version.clone(),
@@ -103,6 +116,7 @@ impl Telemetry {
         let dropped = self.dropped.get_or_create_owned(&labels);
         match VersionProfiler::new(manifest, self.settings, dropped) {
             Ok(p) => {
+                let p = p.with_outlier_model(outlier);
                 let p = Arc::new(p);
                 self.lock().push(p.clone());
                 Some(p)

@@ -19,14 +19,19 @@
 //! order (`input[0]`, ..., or `input` for a one-element input); each INT64/INT32/BYTES output as
 //! a class histogram and each FP32/FP64 output as a score sketch (all its elements). Other
 //! inputs and outputs are left out of the schema.
+//!
+//! Outliers: with an outlier model of the package's reference ([`VersionProfiler::with_outlier_model`],
+//! same feature count as the layout), the fold scores each profiled row against it (on the
+//! profiling thread, never on the request path) into the profile's `scored_rows` and
+//! `outlier_count`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use kiln_model::{HostData, Manifest};
 use kiln_telemetry::profile::{
-    ModelProfile, OutputKind, ProfileSchema, ProfileWindow, SketchConfig, TensorSig,
+    ModelProfile, OutlierModel, OutputKind, ProfileSchema, ProfileWindow, SketchConfig, TensorSig,
 };
 use prometheus_client::metrics::counter::Counter;
 
@@ -119,6 +124,8 @@ pub struct VersionProfiler {
     retired: AtomicBool,
     /// Retired and folded: nothing more will arrive.
     finished: AtomicBool,
+    /// The reference outlier model rows are scored against.
+    outlier: Option<Arc<OutlierModel>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -157,7 +164,32 @@ impl VersionProfiler {
             window: Mutex::new(window),
             retired: AtomicBool::new(false),
             finished: AtomicBool::new(false),
+            outlier: None,
         })
+    }
+
+    /// Scores every profiled row against `model` (the package's reference outlier model); a
+    /// model of another width than the profiled rows is ignored (logged).
+    pub fn with_outlier_model(mut self, model: Option<Arc<OutlierModel>>) -> Self {
+        self.outlier = model.filter(|m| {
+            let fits = m.features() == self.layout.cols;
+            if !fits {
+                tracing::warn!(
+                    model = self.model,
+                    version = self.version,
+                    outlier_features = m.features(),
+                    profiled_features = self.layout.cols,
+                    "the reference outlier model does not fit the profiled rows; not scoring"
+                );
+            }
+            fits
+        });
+        self
+    }
+
+    /// Whether profiled rows are scored for outliers.
+    pub fn scores_outliers(&self) -> bool {
+        self.outlier.is_some()
     }
 
     /// Model name.
@@ -302,9 +334,9 @@ impl VersionProfiler {
 
     fn observe(&self, profile: &mut ModelProfile, c: Capture, buf: &mut Vec<f32>) {
         let cols = self.layout.cols;
-        let result = match c.inputs.as_slice() {
-            [] => profile.observe_batch(c.rows, 0, &[]),
-            [only] => profile.observe_batch(c.rows, cols, only),
+        let rows: &[f32] = match c.inputs.as_slice() {
+            [] => &[],
+            [only] => only,
             many => {
                 buf.clear();
                 for r in 0..c.rows {
@@ -312,9 +344,14 @@ impl VersionProfiler {
                         buf.extend_from_slice(&v[r * per_row..(r + 1) * per_row]);
                     }
                 }
-                profile.observe_batch(c.rows, cols, buf)
+                buf
             }
         };
+        let width = if c.inputs.is_empty() { 0 } else { cols };
+        let mut result = profile.observe_batch(c.rows, width, rows);
+        if let (Ok(()), Some(model), true) = (&result, &self.outlier, width > 0) {
+            result = profile.score_batch(model, c.rows, width, rows);
+        }
         if let Err(e) = result {
             tracing::debug!(model = self.model, version = self.version, error = %e, "rows not profiled");
         }
@@ -400,6 +437,49 @@ mod tests {
         assert_eq!(profile.row_count, 3);
         assert_eq!(profile.latency().len(), 104);
         assert_eq!(p.pending_rows(), 0);
+    }
+
+    #[test]
+    fn far_away_rows_are_counted_as_outliers() {
+        let fit = kiln_telemetry::profile::OutlierFit {
+            threshold: 112.3,
+            quantile: 0.999,
+            ridge: 0.0,
+            count: 100,
+        };
+        // μ = 0, W = I: d² = |x|².
+        let identity: Vec<f64> = (0..64 * 64)
+            .map(|i| if i % 65 == 0 { 1.0 } else { 0.0 })
+            .collect();
+        let model = Arc::new(OutlierModel::full(vec![0.0; 64], identity, fit).unwrap());
+        let wrong = Arc::new(OutlierModel::full(vec![0.0; 2], vec![1.0, 0.0], fit).unwrap());
+        let p = VersionProfiler::new(&manifest(), settings(1000, 1.0), Counter::default())
+            .unwrap()
+            .with_outlier_model(Some(wrong));
+        assert!(!p.scores_outliers(), "a model of another width is ignored");
+        let p = p.with_outlier_model(Some(model));
+        assert!(p.scores_outliers());
+        // 3 rows at |x|² = Σ j² (far), 2 rows of zeros and 1 row with one value of 10 (near),
+        // 1 row with a NaN (not scored).
+        let c = p.capture_inputs(&inputs(3), 3);
+        p.record(Duration::from_millis(1), true, c);
+        let mut near = inputs(4);
+        if let HostData::F32(v) = &mut near[0].1.data {
+            v.iter_mut().for_each(|x| *x = 0.0);
+            v[64] = 10.0;
+            v[3 * 64 + 5] = f32::NAN;
+        }
+        let c = p.capture_inputs(&near, 4);
+        p.record(Duration::from_millis(1), true, c);
+
+        let (mut scratch, mut rows) = (Vec::new(), Vec::new());
+        p.fold(unix_ms(), true, &mut scratch, &mut rows);
+        let closed = p.take_closed();
+        let profile = &closed[0].profile;
+        assert_eq!(profile.row_count, 7);
+        assert_eq!(profile.scored_rows(), 6);
+        assert_eq!(profile.outlier_count(), 3);
+        assert_eq!(profile.outlier_rate(), Some(0.5));
     }
 
     #[test]

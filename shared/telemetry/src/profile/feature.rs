@@ -201,6 +201,16 @@ impl FeatureProfile {
         self.sketch.as_ref()?.cdf(x)
     }
 
+    /// The approximate quantiles at `qs`, one sorted view for all (numeric features).
+    pub fn quantiles(&self, qs: &[f64]) -> Option<Vec<f64>> {
+        self.sketch.as_ref()?.quantiles(qs)
+    }
+
+    /// The approximate CDF at strictly increasing `xs`, one sorted view (numeric features).
+    pub fn cdfs(&self, xs: &[f64]) -> Option<Vec<f64>> {
+        self.sketch.as_ref()?.cdfs(xs)
+    }
+
     /// The count of one category (categorical features; 0 otherwise).
     pub fn category_count(&self, label: &CategoryLabel) -> u64 {
         self.categories.as_ref().map_or(0, |c| c.get(label))

@@ -6,6 +6,9 @@
 //! of all workers (and of consecutive windows) and gets the profile of the union stream, with
 //! the same accuracy guarantees. [`ProfileWindow`] rolls profiles every N seconds and keeps a
 //! bounded history. Profiles travel as `kiln.v1.ModelProfile` (see [`proto`]).
+//! A reference profile may also carry an [`OutlierModel`] (squared Mahalanobis distance against
+//! the reference rows, see [`outlier`]); live profiles count the rows scored against it and the
+//! outliers among them ([`ModelProfile::scored_rows()`], [`ModelProfile::outlier_count()`]).
 //!
 //! # The quantile sketch: KLL (Apache DataSketches), not DDSketch or t-digest
 //!
@@ -52,6 +55,8 @@
 //!   **≤ 14 KiB** with string labels, ~2 KiB with integer labels.
 //! - Latency: one fixed HDR histogram, 1 µs .. 1 h at 2 significant digits: 3,328 u64 counters
 //!   = **26 KiB** per profile (larger latencies clamp to 1 h).
+//! - Outlier model ([`outlier`], reference profiles only): ≤ 256 × 256 `f64` = 512 KiB (64
+//!   features: 32 KiB), diagonal above 256 features; live profiles carry two counters.
 //! - [`ProfileWindow`]: at most `max_closed + 1` profiles. E.g. 64 numeric features, 2 label
 //!   outputs, 12 windows kept: ≤ 13 × (64 × 10 + 2 × 14 + 26) KiB ≈ 8.8 MiB per model version
 //!   worst case, ~3 MiB typical.
@@ -60,6 +65,7 @@ mod categories;
 mod feature;
 mod model;
 mod moments;
+pub mod outlier;
 pub mod proto;
 mod signature;
 mod sketch;
@@ -72,9 +78,14 @@ pub use model::{
     OutputSpec, ProfileSchema, latency_histogram,
 };
 pub use moments::Moments;
+pub use outlier::{CoMoments, MAX_FULL_COVARIANCE_FEATURES, OutlierFit, OutlierModel};
 pub use signature::{SignatureLayout, TensorSig, layout};
-pub use sketch::{DEFAULT_K, QuantileSketch, max_retained};
+pub use sketch::{DEFAULT_K, QuantileSketch, REFERENCE_K, max_retained};
 pub use window::{ClosedWindow, ProfileWindow};
+
+/// File name of a package's reference profile (`kiln profile` writes it; workers read its
+/// outlier model when they load the package).
+pub const REFERENCE_PROFILE_FILE: &str = "reference.profile.pb";
 
 /// Most categories accepted per feature when decoding a peer's profile.
 pub const MAX_DECODED_CATEGORIES: usize = 4096;

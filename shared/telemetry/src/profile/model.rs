@@ -6,11 +6,13 @@
 //! values in place; the only allocations are inside the KLL sketches' compactions (see the
 //! module doc of [`crate::profile`]) and when a categorical feature admits a new category.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
 use super::feature::{FeatureKind, FeatureProfile};
+use super::outlier::OutlierModel;
 use super::{ProfileError, SketchConfig};
 
 /// Latency histogram range: 1 µs to 1 hour (larger latencies are clamped to 1 hour).
@@ -100,6 +102,14 @@ pub struct ModelProfile {
     pub error_count: u64,
     /// Rows (batch items) observed.
     pub row_count: u64,
+    /// Rows scored against an [`OutlierModel`] ([`ModelProfile::score_batch`]); rows with a
+    /// non-finite value are not scored. Adds up in [`ModelProfile::merge`]. The denominator
+    /// of the outlier rate (see [`ModelProfile::outlier_rate`]).
+    pub scored_rows: u64,
+    /// Scored rows whose d² exceeded the model's threshold. Adds up in merges.
+    pub outlier_count: u64,
+    /// Reference profiles: the outlier model fitted on the reference rows (never merged).
+    pub(crate) outlier: Option<Arc<OutlierModel>>,
     pub(crate) latency: Histogram<u64>,
     pub(crate) features: Vec<FeatureProfile>,
     pub(crate) outputs: Vec<OutputProfile>,
@@ -137,13 +147,17 @@ impl ModelProfile {
             request_count: 0,
             error_count: 0,
             row_count: 0,
+            scored_rows: 0,
+            outlier_count: 0,
+            outlier: None,
             latency: latency_histogram(),
             features,
             outputs,
         })
     }
 
-    /// An empty profile with the same model, version, features, outputs and configuration.
+    /// An empty profile with the same model, version, features, outputs, configuration and
+    /// outlier model (scored and outlier counts zeroed).
     pub fn empty_like(&self) -> Self {
         let mut p = self.clone();
         p.reset();
@@ -155,6 +169,8 @@ impl ModelProfile {
         self.request_count = 0;
         self.error_count = 0;
         self.row_count = 0;
+        self.scored_rows = 0;
+        self.outlier_count = 0;
         self.latency.reset();
         self.features.iter_mut().for_each(FeatureProfile::reset);
         self.outputs.iter_mut().for_each(|o| o.profile.reset());
@@ -207,6 +223,49 @@ impl ModelProfile {
             }
         }
         Ok(())
+    }
+
+    /// Scores `rows` rows of `cols` features (row-major, as [`ModelProfile::observe_batch`])
+    /// against `model` and adds them to [`ModelProfile::scored_rows()`] and
+    /// [`ModelProfile::outlier_count()`]. Costs `rank × cols` multiply-adds per row (≤ cols²).
+    pub fn score_batch(
+        &mut self,
+        model: &OutlierModel,
+        rows: usize,
+        cols: usize,
+        data: &[f32],
+    ) -> Result<(), ProfileError> {
+        let (scored, outliers) = model.count_outliers(rows, cols, data)?;
+        self.scored_rows += scored;
+        self.outlier_count += outliers;
+        Ok(())
+    }
+
+    /// Rows scored against an outlier model (the public reading of
+    /// the `scored_rows` field, e.g. for metrics).
+    pub fn scored_rows(&self) -> u64 {
+        self.scored_rows
+    }
+
+    /// Scored rows that were outliers (the public reading of the `outlier_count` field).
+    pub fn outlier_count(&self) -> u64 {
+        self.outlier_count
+    }
+
+    /// `outlier_count / scored_rows`, `None` when no row was scored.
+    pub fn outlier_rate(&self) -> Option<f64> {
+        (self.scored_rows > 0).then(|| self.outlier_count as f64 / self.scored_rows as f64)
+    }
+
+    /// The outlier model of a reference profile (`None` for live profiles, or a reference built
+    /// before outlier models existed).
+    pub fn outlier_model(&self) -> Option<&Arc<OutlierModel>> {
+        self.outlier.as_ref()
+    }
+
+    /// Attaches (or removes) the reference outlier model.
+    pub fn set_outlier_model(&mut self, model: Option<Arc<OutlierModel>>) {
+        self.outlier = model;
     }
 
     /// Folds in score values of output `output` (all elements of the output tensor).
@@ -264,7 +323,9 @@ impl ModelProfile {
         Ok(())
     }
 
-    /// Folds in `other`: same model, version, features and outputs required.
+    /// Folds in `other`: same model, version, features and outputs required. Counts add up
+    /// (scored and outlier rows included); the outlier model is a fitted reference artefact and
+    /// is not merged: `self`'s is kept (`other`'s when `self` has none).
     pub fn merge(&mut self, other: &ModelProfile) -> Result<(), ProfileError> {
         if self.model != other.model || self.version != other.version {
             return Err(ProfileError::Mismatch(format!(
@@ -310,6 +371,11 @@ impl ModelProfile {
         self.request_count += other.request_count;
         self.error_count += other.error_count;
         self.row_count += other.row_count;
+        self.scored_rows += other.scored_rows;
+        self.outlier_count += other.outlier_count;
+        if self.outlier.is_none() {
+            self.outlier.clone_from(&other.outlier);
+        }
         for (a, b) in self.features.iter_mut().zip(&other.features) {
             a.merge(b)?;
         }

@@ -2,7 +2,10 @@
 //!
 //! `ModelProfile` → proto is infallible; proto → `ModelProfile` validates everything (sketch
 //! bytes, HDR bytes, kinds) and returns [`ProfileError::Decode`] rather than trusting a peer.
-//! A round trip preserves every count, moment, category count and sketch exactly.
+//! A round trip preserves every count, moment, category count, sketch and outlier model
+//! exactly.
+
+use std::sync::Arc;
 
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
@@ -12,6 +15,7 @@ use super::categories::{CategoryCounts, CategoryLabel};
 use super::feature::{FeatureKind, FeatureProfile};
 use super::model::{ModelProfile, OutputKind, OutputProfile, latency_histogram};
 use super::moments::Moments;
+use super::outlier::{MAX_FULL_COVARIANCE_FEATURES, OutlierFit, OutlierModel};
 use super::sketch::QuantileSketch;
 use super::{MAX_DECODED_CATEGORIES, ProfileError};
 
@@ -162,7 +166,67 @@ impl From<&ModelProfile> for pb::ModelProfile {
                 })
                 .collect(),
             row_count: p.row_count,
+            outlier: p.outlier.as_deref().map(pb::OutlierModel::from),
+            scored_rows: p.scored_rows,
+            outlier_count: p.outlier_count,
         }
+    }
+}
+
+impl From<&OutlierModel> for pb::OutlierModel {
+    fn from(m: &OutlierModel) -> Self {
+        let fit = m.fit();
+        pb::OutlierModel {
+            features: u32::try_from(m.features()).unwrap_or(u32::MAX),
+            mean: m.mean().to_vec(),
+            whitening: m.whitening().to_vec(),
+            rank: u32::try_from(m.rank()).unwrap_or(u32::MAX),
+            diagonal: m.is_diagonal(),
+            threshold: fit.threshold,
+            degrees_of_freedom: m.degrees_of_freedom(),
+            quantile: fit.quantile,
+            ridge: fit.ridge,
+            count: fit.count,
+        }
+    }
+}
+
+impl TryFrom<&pb::OutlierModel> for OutlierModel {
+    type Error = ProfileError;
+
+    fn try_from(p: &pb::OutlierModel) -> Result<Self, ProfileError> {
+        let bad = |what: &str| ProfileError::Decode(format!("outlier model: {what}"));
+        let features = p.features as usize;
+        if p.mean.len() != features {
+            return Err(bad("the mean does not have one value per feature"));
+        }
+        let expected = if p.diagonal {
+            features
+        } else {
+            if features > MAX_FULL_COVARIANCE_FEATURES {
+                return Err(bad("a full model wider than 256 features"));
+            }
+            (p.rank as usize).saturating_mul(features)
+        };
+        if p.whitening.len() != expected {
+            return Err(bad("the whitening matrix does not match rank × features"));
+        }
+        let fit = OutlierFit {
+            threshold: p.threshold,
+            quantile: p.quantile,
+            ridge: p.ridge,
+            count: p.count,
+        };
+        let m = if p.diagonal {
+            OutlierModel::diagonal(p.mean.clone(), p.whitening.clone(), fit)
+        } else {
+            OutlierModel::full(p.mean.clone(), p.whitening.clone(), fit)
+        }
+        .map_err(|e| bad(&e.to_string()))?;
+        if m.rank() != p.rank as usize || m.degrees_of_freedom() != p.degrees_of_freedom {
+            return Err(bad("rank and degrees of freedom disagree with the matrix"));
+        }
+        Ok(m)
     }
 }
 
@@ -218,6 +282,13 @@ impl TryFrom<&pb::ModelProfile> for ModelProfile {
             request_count: p.request_count,
             error_count: p.error_count,
             row_count: p.row_count,
+            scored_rows: p.scored_rows,
+            outlier_count: p.outlier_count,
+            outlier: p
+                .outlier
+                .as_ref()
+                .map(|o| OutlierModel::try_from(o).map(Arc::new))
+                .transpose()?,
             latency: decode_latency(&p.latency_hdr)?,
             features,
             outputs,

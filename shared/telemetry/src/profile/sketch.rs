@@ -16,6 +16,12 @@ use super::ProfileError;
 /// Default KLL accuracy parameter: ≈ 1.33 % normalized rank error, ~600 items retained.
 pub const DEFAULT_K: u16 = 200;
 
+/// KLL parameter of reference profiles (built once from training data, never merged with live
+/// ones): a sketch holds its first ~1000 values exactly, so a reference of up to 1000 rows (the
+/// KS regime of Evidently's rule) is exact, and a larger one is within ≈ 0.3 % in rank; ≤ ~3000
+/// items (12 KiB) per feature.
+pub const REFERENCE_K: u16 = 1024;
+
 /// Upper bound on the items a KLL sketch with parameter `k` retains after `n` values: the sum
 /// of its level capacities (`k·(2/3)^d`, at least 8) over at most `⌊log2 n⌋ + 2` levels (an
 /// item of level `h` stands for `2^h` values, so a non-empty top level needs `n ≥ 2^h`).
@@ -100,6 +106,35 @@ impl QuantileSketch {
         self.kll.rank(&item, SearchCriteria::Inclusive)
     }
 
+    /// The approximate quantiles at `qs` (each clamped to `[0, 1]`), from one sorted view of
+    /// the sketch: what a grid of quantiles should use ([`Self::quantile`] sorts per call).
+    /// `None` when empty or a `q` is NaN.
+    pub fn quantiles(&self, qs: &[f64]) -> Option<Vec<f64>> {
+        if qs.iter().any(|q| q.is_nan()) {
+            return None;
+        }
+        let qs: Vec<f64> = qs.iter().map(|q| q.clamp(0.0, 1.0)).collect();
+        let items = self.kll.quantiles(&qs, SearchCriteria::Inclusive).ok()??;
+        Some(
+            items
+                .into_iter()
+                .map(|v| f64::from(v.into_inner()))
+                .collect(),
+        )
+    }
+
+    /// The approximate fractions of values `<= x` for strictly increasing `xs`, from one sorted
+    /// view. `None` when empty, or when `xs` has a NaN or is not strictly increasing as `f32`.
+    pub fn cdfs(&self, xs: &[f64]) -> Option<Vec<f64>> {
+        let items = xs
+            .iter()
+            .map(|&x| KllFloat::<f32>::new(x as f32).ok())
+            .collect::<Option<Vec<_>>>()?;
+        let mut out = self.kll.cdf(&items, SearchCriteria::Inclusive).ok()??;
+        out.truncate(xs.len());
+        Some(out)
+    }
+
     /// The sketch in DataSketches' compact binary format.
     pub fn to_bytes(&self) -> Vec<u8> {
         self.kll.serialize()
@@ -140,6 +175,35 @@ mod tests {
         assert_eq!(back.quantile(0.5), Some(0.0));
         assert_eq!(back.count(), 5);
         assert!(QuantileSketch::from_bytes(&[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn batch_queries_match_single_ones() {
+        let mut s = QuantileSketch::new(DEFAULT_K).unwrap();
+        for i in 0..5000 {
+            s.add(((i * 7919) % 1000) as f32 / 10.0);
+        }
+        let qs = [0.0, 0.1, 0.5, 0.93, 1.0];
+        let batch = s.quantiles(&qs).unwrap();
+        for (q, b) in qs.iter().zip(&batch) {
+            assert_eq!(s.quantile(*q), Some(*b), "q = {q}");
+        }
+        let xs = [-1.0, 3.5, 50.0, 99.9, 200.0];
+        let batch = s.cdfs(&xs).unwrap();
+        for (x, b) in xs.iter().zip(&batch) {
+            assert_eq!(s.cdf(*x), Some(*b), "x = {x}");
+        }
+        assert_eq!(s.cdfs(&[2.0, 1.0]), None);
+        assert_eq!(s.quantiles(&[f64::NAN]), None);
+        assert_eq!(QuantileSketch::new(DEFAULT_K).unwrap().cdfs(&[1.0]), None);
+    }
+
+    #[test]
+    fn a_reference_sketch_holds_1000_values_exactly() {
+        let mut s = QuantileSketch::new(REFERENCE_K).unwrap();
+        (0..1000).for_each(|i| s.add(i as f32));
+        assert_eq!(s.retained(), 1000);
+        assert_eq!(s.cdf(499.0), Some(0.5));
     }
 
     #[test]
