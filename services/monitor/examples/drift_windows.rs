@@ -25,86 +25,18 @@
 
 use std::path::{Path, PathBuf};
 
+use kiln_monitor::reference::{NpyMatrix, read_npy};
 use kiln_monitor::telemetry::report::{FDR, judge_profiles};
 use kiln_telemetry::profile::{DEFAULT_K, ModelProfile, ProfileSchema, REFERENCE_K};
 use serde_json::json;
 
-/// A 2-D array read from an `.npy` file: `rows × cols` values, row-major.
-struct Array {
-    rows: usize,
-    cols: usize,
-    values: Vec<f64>,
-}
-
-fn read_npy(path: &Path) -> anyhow::Result<Array> {
-    let bytes = std::fs::read(path)?;
-    let bad = |what: &str| anyhow::anyhow!("{}: {what}", path.display());
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-        return Err(bad("not an NPY file"));
-    }
-    let (len, start) = match bytes[6] {
-        1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10),
-        2 | 3 if bytes.len() >= 12 => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
-        _ => return Err(bad("unsupported NPY version")),
-    };
-    let header = bytes
-        .get(start..start + len)
-        .and_then(|h| std::str::from_utf8(h).ok())
-        .ok_or_else(|| bad("truncated header"))?;
-    let data = &bytes[start + len..];
-    let width = if header.contains("'<f4'") {
-        4
-    } else if header.contains("'<f8'") {
-        8
-    } else {
-        return Err(bad("only <f4 or <f8 arrays"));
-    };
-    if header.contains("'fortran_order': True") {
-        return Err(bad("Fortran-order arrays are not supported"));
-    }
-    let shape: Vec<usize> = header
-        .split("'shape':")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .map(|s| s.trim().trim_start_matches('('))
-        .ok_or_else(|| bad("no shape"))?
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().map_err(|_| bad("bad shape")))
-        .collect::<anyhow::Result<_>>()?;
-    let (rows, cols) = match shape[..] {
-        [r] => (r, 1),
-        [r, c] => (r, c),
-        _ => return Err(bad("expected a 1-D or 2-D array")),
-    };
-    if cols == 0 || rows * cols * width != data.len() {
-        return Err(bad("data size does not match the shape"));
-    }
-    let values = if width == 4 {
-        data.chunks_exact(4)
-            .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
-            .collect()
-    } else {
-        data.chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
-            .collect()
-    };
-    Ok(Array { rows, cols, values })
-}
-
 /// The profile a worker would push for these rows (`kll_k`: the live default), or the
 /// reference profile `kiln profile` would build (`REFERENCE_K`).
-fn profile(a: &Array, kll_k: u16) -> anyhow::Result<ModelProfile> {
+fn profile(a: &NpyMatrix, kll_k: u16) -> anyhow::Result<ModelProfile> {
     let mut schema = ProfileSchema::numeric("x", a.cols);
     schema.config.kll_k = kll_k;
     let mut p = ModelProfile::new("replay", "1", &schema)?;
-    for row in a.values.chunks_exact(a.cols).take(a.rows) {
-        p.observe_row(row)?;
-    }
+    p.observe_batch(a.rows, a.cols, &a.values)?;
     Ok(p)
 }
 

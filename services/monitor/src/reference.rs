@@ -124,9 +124,20 @@ pub fn profile_from_csv(manifest: &Manifest, path: &Path) -> Result<ModelProfile
     Ok(p)
 }
 
-/// The reference profile of an NPY file: a 2-D `<f4`/`<f8` array in C order, one row per item
-/// (a 1-D array is one feature).
-pub fn profile_from_npy(manifest: &Manifest, path: &Path) -> Result<ModelProfile> {
+/// A 2-D array read from an `.npy` file: `rows × cols` values, row-major, as `f32`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NpyMatrix {
+    /// Rows (items).
+    pub rows: usize,
+    /// Columns (features).
+    pub cols: usize,
+    /// `rows × cols` values, row-major.
+    pub values: Vec<f32>,
+}
+
+/// Reads an NPY file: a 2-D `<f4`/`<f8` array in C order, one row per item (a 1-D array is one
+/// feature). Anything else is INVALID_ARGUMENT with the reason.
+pub fn read_npy(path: &Path) -> Result<NpyMatrix> {
     let bytes = read(path)?;
     let bad = |what: &str| Error::InvalidArgument(format!("{}: {what}", path.display()));
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
@@ -176,7 +187,7 @@ pub fn profile_from_npy(manifest: &Manifest, path: &Path) -> Result<ModelProfile
         [r, c] => (r, c),
         _ => return Err(bad("expected a 1-D or 2-D array")),
     };
-    if rows.checked_mul(cols).and_then(|n| n.checked_mul(width)) != Some(data.len()) {
+    if cols == 0 || rows.checked_mul(cols).and_then(|n| n.checked_mul(width)) != Some(data.len()) {
         return Err(bad("data size does not match the shape"));
     }
     let values: Vec<f32> = if width == 4 {
@@ -188,6 +199,13 @@ pub fn profile_from_npy(manifest: &Manifest, path: &Path) -> Result<ModelProfile
             .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
             .collect()
     };
+    Ok(NpyMatrix { rows, cols, values })
+}
+
+/// The reference profile of an NPY file (see [`read_npy`]).
+pub fn profile_from_npy(manifest: &Manifest, path: &Path) -> Result<ModelProfile> {
+    let NpyMatrix { rows, cols, values } = read_npy(path)?;
+    let bad = |what: &str| Error::InvalidArgument(format!("{}: {what}", path.display()));
     let mut p = empty(manifest)?;
     p.observe_batch(rows, cols, &values)
         .map_err(|e| bad(&e.to_string()))?;

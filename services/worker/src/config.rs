@@ -103,6 +103,12 @@ pub struct Config {
     #[arg(long, env = "KILN_TELEMETRY_SAMPLE_RATE", default_value_t = 1.0)]
     pub telemetry_sample_rate: f64,
 
+    /// Most rows profiled per second per model version (0: every sampled row). Profiling more
+    /// adds no drift accuracy (the sketches' rank error bounds it) and would take CPU from
+    /// serving at high load; counts, errors and latency still cover every request.
+    #[arg(long, env = "KILN_TELEMETRY_MAX_ROWS_PER_SEC", default_value_t = 2000)]
+    pub telemetry_max_rows_per_sec: u64,
+
     /// Rows waiting for the profiling thread, per model version, beyond which a request's rows
     /// are dropped (and counted in `kiln_telemetry_samples_dropped_total`) rather than waited for.
     #[arg(long, env = "KILN_TELEMETRY_BUFFER_ROWS", default_value_t = DEFAULT_TELEMETRY_BUFFER_ROWS)]
@@ -130,6 +136,7 @@ impl Default for Config {
             telemetry_interval_secs: 5,
             monitors: Vec::new(),
             telemetry_sample_rate: 1.0,
+            telemetry_max_rows_per_sec: 2000,
             telemetry_buffer_rows: DEFAULT_TELEMETRY_BUFFER_ROWS,
         }
     }

@@ -146,6 +146,7 @@ fn start_telemetry(
         period,
         max_closed: MAX_CLOSED,
         sample_rate: rate,
+        max_rows_per_sec: config.telemetry_max_rows_per_sec,
         buffer_rows: config.telemetry_buffer_rows,
     };
     let telemetry = Telemetry::new(id, settings, registry);

@@ -276,50 +276,84 @@ async fn an_unreachable_monitor_never_affects_serving() {
     f.worker.shutdown().await;
 }
 
-/// Requests per second of `n` sequential one-row requests.
-async fn rate(f: &mut Fixture, rows: &[Vec<f32>], n: usize) -> f64 {
+/// Rows per second served to `concurrency` closed-loop clients sending `batch`-row requests
+/// for `secs` seconds (the worker batches them dynamically): throughput at saturation.
+async fn throughput(
+    f: &Fixture,
+    rows: &[Vec<f32>],
+    concurrency: usize,
+    batch: usize,
+    secs: f64,
+) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let start = Instant::now();
-    for i in 0..n {
-        let row = &rows[i % rows.len()..i % rows.len() + 1];
-        f.client.model_infer(raw_request(row)).await.unwrap();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|t| {
+            let mut client = f.client.clone();
+            let rows = rows.to_vec();
+            tokio::spawn(async move {
+                let mut served = 0usize;
+                let mut i = t * batch;
+                while Instant::now() < deadline {
+                    let at = i % (rows.len() - batch);
+                    let req = raw_request(&rows[at..at + batch]);
+                    client.model_infer(req).await.unwrap();
+                    served += batch;
+                    i += batch * concurrency;
+                }
+                served
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
     }
-    n as f64 / start.elapsed().as_secs_f64()
+    total as f64 / start.elapsed().as_secs_f64()
 }
 
-/// The cost of telemetry on the request path: sequential requests/s with telemetry on and
-/// off, interleaved in one run. `cargo nextest run -p kiln-worker --run-ignored only
-/// telemetry_cost` (add `--release` for representative numbers).
+/// The cost of telemetry at saturation: rows/s served with telemetry on (every row profiled
+/// and outlier-scored) and off, passes interleaved in one run. `cargo nextest run -p kiln-worker
+/// --release --run-ignored only telemetry_cost --no-capture` (numbers: docs/BENCHMARKS.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, not a check"]
 async fn telemetry_cost() {
     let (monitor, addr) = FakeMonitor::start().await;
-    let mut on = ready_worker(telemetry_config("w-on", Some(addr))).await;
-    let mut off = ready_worker(Config {
+    let on = ready_worker(telemetry_config("w-on", Some(addr))).await;
+    let off = ready_worker(Config {
         telemetry_interval_secs: 0,
         ..config("w-off")
     })
     .await;
     let data = heldout();
-    let n = 2000;
-    rate(&mut on, &data.inputs, 200).await; // warm up
-    rate(&mut off, &data.inputs, 200).await;
+    let (concurrency, batch, secs) = (16, 8, 3.0);
+    throughput(&on, &data.inputs, concurrency, batch, 1.0).await; // warm up
+    throughput(&off, &data.inputs, concurrency, batch, 1.0).await;
     let (mut rates_on, mut rates_off) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
-        rates_off.push(rate(&mut off, &data.inputs, n).await);
-        rates_on.push(rate(&mut on, &data.inputs, n).await);
+    for _ in 0..5 {
+        rates_off.push(throughput(&off, &data.inputs, concurrency, batch, secs).await);
+        rates_on.push(throughput(&on, &data.inputs, concurrency, batch, secs).await);
     }
-    let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let round = |v: &[f64]| v.iter().map(|r| r.round()).collect::<Vec<_>>();
     println!(
-        "telemetry off: {:?} req/s (best {:.0}); on: {:?} req/s (best {:.0}); {} sequential 1-row requests per pass",
-        rates_off.iter().map(|r| r.round()).collect::<Vec<_>>(),
-        best(&rates_off),
-        rates_on.iter().map(|r| r.round()).collect::<Vec<_>>(),
-        best(&rates_on),
-        n
+        "telemetry off: {:?} rows/s (median {:.0}); on: {:?} rows/s (median {:.0}); on/off {:.3}; \
+         {concurrency} closed-loop clients x {batch}-row requests, {secs} s passes",
+        round(&rates_off),
+        median(&rates_off),
+        round(&rates_on),
+        median(&rates_on),
+        median(&rates_on) / median(&rates_off),
     );
     let deadline = Duration::from_secs(10);
     eventually(deadline, "profiles pushed", || async {
-        monitor.merged().is_some_and(|p| p.row_count > 0)
+        monitor
+            .merged()
+            .is_some_and(|p| p.row_count > 0 && p.scored_rows > 0)
     })
     .await;
     on.worker.shutdown().await;

@@ -26,6 +26,7 @@
 //!
 //! [`ProfileWindow`]: kiln_telemetry::profile::ProfileWindow
 
+pub mod budget;
 pub mod outlier;
 pub mod profiler;
 pub mod push;

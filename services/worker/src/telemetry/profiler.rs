@@ -10,7 +10,8 @@
 //!   dropped and counted in `kiln_telemetry_samples_dropped_total{model,version}`; its count,
 //!   outcome and latency are kept all the same, so request and error counts are exact;
 //! - with a sample rate below 1, the rows of every ⌈1/rate⌉-th request or so (deterministically,
-//!   by a counter) are copied; request counts, errors and latency cover every request;
+//!   by a counter) are copied, and at most `max_rows_per_sec` rows a second ([`RowBudget`]);
+//!   request counts, errors and latency cover every request;
 //! - [`VersionProfiler::fold`] (profiling thread, or shutdown's flush) moves the buffer out and
 //!   folds it into the current window of a [`ProfileWindow`] that keeps at most `max_closed`
 //!   closed windows.
@@ -35,6 +36,7 @@ use kiln_telemetry::profile::{
 };
 use prometheus_client::metrics::counter::Counter;
 
+use super::budget::RowBudget;
 use crate::executor::Tensors;
 
 /// The copied data of one profiled request.
@@ -101,6 +103,8 @@ pub struct ProfilerSettings {
     pub max_closed: usize,
     /// Fraction of requests whose rows are copied.
     pub sample_rate: f64,
+    /// Most rows profiled per second (0: no cap); see [`RowBudget`].
+    pub max_rows_per_sec: u64,
     /// Most rows (and samples) waiting in the buffer.
     pub buffer_rows: usize,
 }
@@ -111,6 +115,7 @@ pub struct VersionProfiler {
     version: String,
     layout: Layout,
     sample_rate: f64,
+    budget: Option<RowBudget>,
     bound: usize,
     seen: AtomicU64,
     pending: Mutex<Pending>,
@@ -155,6 +160,7 @@ impl VersionProfiler {
             version: manifest.version.clone(),
             layout,
             sample_rate: settings.sample_rate.clamp(0.0, 1.0),
+            budget: RowBudget::new(settings.max_rows_per_sec),
             bound: settings.buffer_rows,
             seen: AtomicU64::new(0),
             pending: Mutex::new(Pending::default()),
@@ -218,6 +224,11 @@ impl VersionProfiler {
             if ((n + 1.0) * self.sample_rate).floor() <= (n * self.sample_rate).floor() {
                 return None;
             }
+        }
+        if let Some(budget) = &self.budget
+            && !budget.take(rows)
+        {
+            return None;
         }
         let mut copied = Vec::with_capacity(self.layout.inputs.len());
         for (index, per_row) in &self.layout.inputs {
@@ -393,6 +404,7 @@ mod tests {
             period: Duration::from_secs(1),
             max_closed: 4,
             sample_rate,
+            max_rows_per_sec: 0,
             buffer_rows,
         }
     }
