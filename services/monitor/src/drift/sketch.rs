@@ -313,14 +313,22 @@ mod tests {
         assert!(!got.verdict.drifted);
     }
 
+    /// KLL rank error at the default k = 200 (99 % confidence).
+    const DEFAULT_K_RANK_ERROR: f64 = 0.0133;
+
     #[test]
     fn large_references_use_wasserstein() {
         let a = (0..5000).map(|i| (i % 100) as f64);
         let b = (0..3000).map(|i| (i % 100) as f64 + 20.0);
         let got = feature_drift(&numeric_profile(a), &numeric_profile(b)).unwrap();
         assert_eq!(got.verdict.test, StatTest::Wasserstein);
-        // W1 = 20, std ≈ 28.9.
-        assert!((got.verdict.score - 20.0 / 28.866).abs() < 0.02, "{got:?}");
+        // W1 = 20, std ≈ 28.9. KLL compaction is randomised: each grid quantile's rank is off
+        // by at most ε per sketch, so W1 by at most 2ε × the value range (99).
+        let bound = 2.0 * DEFAULT_K_RANK_ERROR * 99.0 / 28.866;
+        assert!(
+            (got.verdict.score - 20.0 / 28.866).abs() < bound,
+            "{got:?} (bound {bound})"
+        );
         assert!(got.verdict.drifted);
     }
 }
