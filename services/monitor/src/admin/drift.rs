@@ -38,10 +38,7 @@ pub(super) async fn report(
     })?;
     let (profiles, references) = (profiles.clone(), references.clone());
     tokio::task::spawn_blocking(move || {
-        let reference = match record.reference_profile_uri.as_str() {
-            "" => None,
-            uri => Some(references.get(uri)?),
-        };
+        let reference = references.of_uri(&record.reference_profile_uri)?;
         report::build(
             &profiles,
             &record.model,

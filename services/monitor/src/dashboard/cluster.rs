@@ -338,6 +338,21 @@ fn workers(o: &Overview) -> String {
 }
 
 /// A replica state's label and badge kind.
+/// The address, state, memory and detail cells of a replica row (both replica tables).
+pub fn replica_cells(r: &ReplicaRecord) -> [String; 4] {
+    let memory = if r.memory_bytes == 0 {
+        "–".into()
+    } else {
+        bytes(r.memory_bytes)
+    };
+    [
+        esc(&r.address),
+        state_badge(r.state),
+        memory,
+        esc(&r.reason),
+    ]
+}
+
 pub fn state_badge(state: i32) -> String {
     match ReplicaState::try_from(state).unwrap_or(ReplicaState::Unspecified) {
         ReplicaState::Ready => badge("ok", "READY"),
@@ -366,15 +381,10 @@ fn replicas(o: &Overview) -> String {
                     "<span class=\"replica-worker\">{}</span>",
                     esc(&r.worker_id)
                 ),
-                esc(&r.address),
-                state_badge(r.state),
-                if r.memory_bytes == 0 {
-                    "–".into()
-                } else {
-                    bytes(r.memory_bytes)
-                },
-                esc(&r.reason),
             ]
+            .into_iter()
+            .chain(replica_cells(r))
+            .collect()
         })
         .collect();
     section(

@@ -14,9 +14,9 @@ use kiln_proto::kiln::v1::{DriftReportResponse, ListReplicasRequest};
 use serde::Serialize;
 
 use super::Dashboard;
-use super::cluster::{health_badges, state_badge};
+use super::cluster::{health_badges, replica_cells};
 use super::drift::{self, Histogram};
-use super::html::{badge, bytes, esc, json_script, ms, page, pct, per_sec, section, table};
+use super::html::{badge, esc, json_script, ms, page, pct, per_sec, section, table};
 use crate::error::{Error, Result};
 use crate::telemetry::report::{self, DEFAULT_LOOKBACK_SECS};
 use crate::telemetry::store::WindowStats;
@@ -120,12 +120,9 @@ pub async fn gather(d: &Dashboard, model: &str, version: &str) -> Result<Version
     let (m, v) = (model.to_string(), version.to_string());
     let uri = record.map(|r| r.reference_profile_uri).unwrap_or_default();
     let (report, hists) = tokio::task::spawn_blocking(move || {
-        let reference = match uri.as_str() {
-            "" => None,
-            uri => match references.get(uri) {
-                Ok(r) => Some(r),
-                Err(e) => return (Err(e.to_string()), vec![]),
-            },
+        let reference = match references.of_uri(&uri) {
+            Ok(r) => r,
+            Err(e) => return (Err(e.to_string()), vec![]),
         };
         let report = match report::build(&profiles, &m, &v, 0, reference.as_deref()) {
             Ok(r) => r,
@@ -257,17 +254,9 @@ fn replicas(replicas: &[ReplicaRecord]) -> String {
     let rows: Vec<Vec<String>> = replicas
         .iter()
         .map(|r| {
-            vec![
-                esc(&r.worker_id),
-                esc(&r.address),
-                state_badge(r.state),
-                if r.memory_bytes == 0 {
-                    "–".into()
-                } else {
-                    bytes(r.memory_bytes)
-                },
-                esc(&r.reason),
-            ]
+            std::iter::once(esc(&r.worker_id))
+                .chain(replica_cells(r))
+                .collect()
         })
         .collect();
     section(

@@ -41,6 +41,15 @@ pub struct ReferenceCache {
 }
 
 impl ReferenceCache {
+    /// The reference profile a version record names (`reference_profile_uri`; empty: none).
+    /// Blocking (a first load reads and decodes the file).
+    pub fn of_uri(&self, uri: &str) -> Result<Option<Arc<ModelProfile>>> {
+        match uri {
+            "" => Ok(None),
+            uri => self.get(uri).map(Some),
+        }
+    }
+
     /// The reference profile at `uri` (a path or `file://` URL), loaded once. Blocking.
     pub fn get(&self, uri: &str) -> Result<Arc<ModelProfile>> {
         if let Some(p) = self.profiles.lock().expect("reference cache").get(uri) {

@@ -156,10 +156,7 @@ impl Loop {
         let (m, v) = (model.to_string(), version.to_string());
         let built = tokio::task::spawn_blocking(move || {
             let uri = record.map(|r| r.reference_profile_uri).unwrap_or_default();
-            let reference = match uri.as_str() {
-                "" => None,
-                uri => Some(references.get(uri)?),
-            };
+            let reference = references.of_uri(&uri)?;
             report::build_range(
                 &profiles,
                 &m,
