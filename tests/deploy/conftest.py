@@ -34,7 +34,7 @@ class Option:
 
     @property
     def env(self):
-        m = re.search(r"\[env: ([A-Z0-9_]+)=", self.text)
+        m = re.search(r"\[env: ([A-Z0-9_]+)[=\]]", self.text)
         return m.group(1) if m else None
 
     @property

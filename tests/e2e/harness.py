@@ -57,9 +57,11 @@ def wait_for(what, predicate, timeout=30.0, interval=0.05):
 
 
 class Cluster:
-    def __init__(self, workers: int = 2, worker_args=None, monitors: int = 1, monitor_args=()):
+    def __init__(self, workers: int = 2, worker_args=None, monitors: int = 1, monitor_args=(),
+                 gateway_args=()):
         worker_args = worker_args or {}
         self.monitor_args = list(monitor_args)
+        self.gateway_args = list(gateway_args)
         self.dir = Path(tempfile.mkdtemp(prefix="kiln-e2e-"))
         self.procs = {}
         self.bins = bin_dir()
@@ -83,6 +85,7 @@ class Cluster:
             "--grpc-addr", self.gateway_addr,
             "--http-addr", self.gateway_http,
             "--max-message-bytes", str(self.max_message_bytes),
+            *self.gateway_args,
         ])
         self.wait_ready(workers)
 

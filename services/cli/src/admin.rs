@@ -8,26 +8,30 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln_proto::kiln::v1::admin_client::AdminClient;
 use kiln_proto::kiln::v1::{ListReplicasRequest, ReplicaRecord, ReplicaState};
+use kiln_security::Bearer;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::errors::{Unreachable, normalize_url};
 use crate::output::state_name;
+use crate::remote::Remote;
 
-/// A connected Admin client.
-pub type Admin = AdminClient<Channel>;
+/// A connected Admin client (sending `--token` on every call).
+pub type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
 
-/// Connects to the Admin API at `url` (`http://host:port`; a bare `host:port` works too). A
-/// monitor that cannot be reached is an [`Unreachable`] error.
-pub async fn connect(url: &str) -> anyhow::Result<Admin> {
+/// Connects to the Admin API at `url` (`http://host:port`; a bare `host:port` works too) with
+/// `remote`'s TLS and token. A monitor that cannot be reached is an [`Unreachable`] error.
+pub async fn connect(url: &str, remote: &Remote) -> anyhow::Result<Admin> {
     let url = normalize_url(url);
-    let channel = Endpoint::from_shared(url.clone())
+    let tls = remote.tls()?;
+    let endpoint = Endpoint::from_shared(kiln_security::wire_url(&url))
         .with_context(|| format!("bad Admin address {url} (see --admin)"))?
         .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(30))
-        .connect()
+        .timeout(Duration::from_secs(30));
+    let channel = kiln_security::connect(endpoint, tls.as_ref())
         .await
         .map_err(|source| Unreachable { url, source })?;
-    Ok(AdminClient::new(channel))
+    Ok(AdminClient::with_interceptor(channel, remote.bearer()?))
 }
 
 /// A spinner with a count of `unit` (`ready`, `moved`) on stderr, drawn only when stderr is a

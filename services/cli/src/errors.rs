@@ -60,9 +60,15 @@ pub fn status_message(status: &tonic::Status, url: &str) -> String {
             format!("{msg}; wait for `kiln status` to show it ready, then try again")
         }
         Code::FailedPrecondition | Code::InvalidArgument | Code::AlreadyExists => msg.to_string(),
+        Code::PermissionDenied if msg.contains("needs role") => {
+            format!("permission denied: {msg} (use an admin token: --token / KILN_TOKEN)")
+        }
         Code::PermissionDenied => {
             format!("{msg} (packages must lie under the monitor's --package-root)")
         }
+        Code::Unauthenticated => format!(
+            "unauthenticated: {msg} (pass --tls-ca/--tls-cert/--tls-key and --token, or KILN_TLS_* and KILN_TOKEN)"
+        ),
         Code::Aborted => format!("{msg} (others changed the same deployment: try again)"),
         Code::Unimplemented => {
             format!("the monitor at {url} does not implement this yet ({msg}): upgrade the monitor")

@@ -9,6 +9,8 @@
 //!   for the cluster to follow are in [`admin`] and [`wait`].
 //! - `kiln predict` sends one Open Inference Protocol request through the gateway
 //!   ([`commands::predict`], input handling in [`input`]).
+//! - `kiln certs dev` and `kiln token new` make development certificates and bearer tokens
+//!   ([`commands::credentials`]); `--tls-*` and `--token` ([`remote`]) apply to every call.
 //! - `kiln completions SHELL` prints a completion script ([`commands::completions`]).
 //! - `kiln profile --package DIR` writes a package's reference profile and `kiln drift MODEL`
 //!   prints the monitor's drift report ([`commands::drift`]).
@@ -22,33 +24,39 @@ pub mod commands;
 pub mod errors;
 pub mod input;
 pub mod output;
+pub mod remote;
 pub mod wait;
 
 use args::{Cli, Command};
-use commands::{completions, deploy, drift, predict, status, traffic, up, workers};
+use commands::{completions, credentials, deploy, drift, predict, status, traffic, up, workers};
 
 /// Runs one command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let url = cli.admin;
+    let remote = cli.remote;
+    let admin = |url: String| {
+        let remote = remote.clone();
+        async move { admin::connect(&url, &remote).await }
+    };
     match cli.command {
         Command::Up(args) => up::run(args).await,
-        Command::Predict(args) => predict::run(args).await,
+        Command::Predict(args) => predict::run(args, remote).await,
+        Command::Certs(args) => credentials::certs(args),
+        Command::Token(args) => credentials::token(args),
         Command::Completions(args) => completions::run(args),
-        Command::Deploy(args) => deploy::run(&mut admin::connect(&url).await?, args).await,
-        Command::Register(args) => {
-            deploy::register_cmd(&mut admin::connect(&url).await?, args).await
-        }
-        Command::Undeploy(args) => deploy::undeploy(&mut admin::connect(&url).await?, args).await,
-        Command::Scale(args) => deploy::scale(&mut admin::connect(&url).await?, args).await,
-        Command::Status(args) => status::run(&mut admin::connect(&url).await?, args).await,
-        Command::Split(args) => traffic::split(&mut admin::connect(&url).await?, args).await,
-        Command::Promote(args) => traffic::promote(&mut admin::connect(&url).await?, args).await,
-        Command::Rollback(args) => traffic::rollback(&mut admin::connect(&url).await?, args).await,
-        Command::Drain(args) => workers::drain(&mut admin::connect(&url).await?, args).await,
-        Command::Workers(args) => workers::workers(&mut admin::connect(&url).await?, args).await,
-        Command::Models(args) => workers::models(&mut admin::connect(&url).await?, args).await,
+        Command::Deploy(args) => deploy::run(&mut admin(url).await?, args).await,
+        Command::Register(args) => deploy::register_cmd(&mut admin(url).await?, args).await,
+        Command::Undeploy(args) => deploy::undeploy(&mut admin(url).await?, args).await,
+        Command::Scale(args) => deploy::scale(&mut admin(url).await?, args).await,
+        Command::Status(args) => status::run(&mut admin(url).await?, args).await,
+        Command::Split(args) => traffic::split(&mut admin(url).await?, args).await,
+        Command::Promote(args) => traffic::promote(&mut admin(url).await?, args).await,
+        Command::Rollback(args) => traffic::rollback(&mut admin(url).await?, args).await,
+        Command::Drain(args) => workers::drain(&mut admin(url).await?, args).await,
+        Command::Workers(args) => workers::workers(&mut admin(url).await?, args).await,
+        Command::Models(args) => workers::models(&mut admin(url).await?, args).await,
         Command::Profile(args) => drift::profile(args).await,
-        Command::Drift(args) => drift::drift(&mut admin::connect(&url).await?, args).await,
+        Command::Drift(args) => drift::drift(&mut admin(url).await?, args).await,
     }
 }
 

@@ -90,7 +90,9 @@ impl Fixture {
     }
 
     async fn admin(&self) -> kiln::admin::Admin {
-        kiln::admin::connect(&self.url).await.unwrap()
+        kiln::admin::connect(&self.url, &Default::default())
+            .await
+            .unwrap()
     }
 
     /// Reports a replica of `digits/version` on `worker` in `state`, as a worker would.
@@ -311,7 +313,9 @@ async fn drain_no_wait_writes_the_cordon_and_undo_lifts_it() {
     eventually("w1 listed as draining", || {
         let url = url.clone();
         async move {
-            let mut admin = kiln::admin::connect(&url).await.unwrap();
+            let mut admin = kiln::admin::connect(&url, &Default::default())
+                .await
+                .unwrap();
             let s = status::fetch(&mut admin).await.unwrap();
             s.workers.iter().any(|w| w.id == "w1" && w.draining)
         }

@@ -9,7 +9,6 @@ use kiln::commands::drift::{drift, drift_table, write_profile};
 use kiln_coord::codec::{self, ModelVersionRecord};
 use kiln_coord::{MemoryCoordinator, SharedCoordinator, keys};
 use kiln_proto::kiln::v1 as pb;
-use kiln_proto::kiln::v1::admin_client::AdminClient;
 use kiln_proto::kiln::v1::telemetry_client::TelemetryClient;
 
 #[tokio::test]
@@ -59,7 +58,9 @@ async fn drift_reports_digits_traffic() {
         .await
         .unwrap();
 
-    let mut admin = AdminClient::connect(url).await.unwrap();
+    let mut admin = kiln::admin::connect(&url, &Default::default())
+        .await
+        .unwrap();
     let report = admin
         .drift_report(pb::DriftReportRequest {
             model: "digits".into(),

@@ -57,7 +57,15 @@ async fn up_deploys_digits_and_predicts_through_the_gateway() {
     // The gateway learns of the ready replica from its own watch: allow it a moment.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let prediction = loop {
-        match predict(&gateway, "digits", "", Some(values.clone())).await {
+        match predict(
+            &gateway,
+            "digits",
+            "",
+            Some(values.clone()),
+            &Default::default(),
+        )
+        .await
+        {
             Ok(p) => break p,
             Err(e) if tokio::time::Instant::now() < deadline => {
                 eprintln!("retrying: {e:#}");
@@ -79,9 +87,10 @@ async fn up_deploys_digits_and_predicts_through_the_gateway() {
         .collect();
     assert_eq!(labels, &want);
 
-    let mut admin = kiln::admin::connect(&cluster.monitor.grpc_addr.to_string())
-        .await
-        .unwrap();
+    let mut admin =
+        kiln::admin::connect(&cluster.monitor.grpc_addr.to_string(), &Default::default())
+            .await
+            .unwrap();
     let s = status::fetch(&mut admin).await.unwrap();
     assert_eq!(s.workers.len(), 2);
     assert!(status::render(&s).contains("digits"));

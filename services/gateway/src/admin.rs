@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use kiln_coord::{Election, SharedCoordinator, keys};
 use kiln_proto::kiln::v1::admin_client::AdminClient;
+use kiln_security::{Bearer, TlsReloader};
 use tokio::time::Instant;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Response, Status};
 
@@ -30,12 +32,17 @@ use crate::config::{Config, admin_url};
 use crate::error::Error;
 use crate::forward::{Outcome, classify};
 
+/// The Admin client the link hands out: the gateway's own admin token on every call.
+pub type AdminApi = AdminClient<InterceptedService<Channel, Bearer>>;
+
 /// A lazily connected Admin client; see the module docs. Shared by every repository request.
 pub struct AdminLink {
     /// `--admin`, as a URL; `None`: discover the controller leader in etcd.
     configured: Option<String>,
     coord: SharedCoordinator,
     connect_timeout: Duration,
+    tls: Option<TlsReloader>,
+    bearer: Bearer,
     current: Mutex<Option<Link>>,
 }
 
@@ -43,17 +50,24 @@ pub struct AdminLink {
 #[derive(Clone)]
 struct Link {
     url: String,
-    client: AdminClient<Channel>,
+    client: AdminApi,
 }
 
 impl AdminLink {
     /// A link following `config.admin` (or, without it, the controller election in `coord`).
-    pub fn new(config: &Config, coord: SharedCoordinator) -> anyhow::Result<Self> {
+    /// `tls` secures the calls; `config.admin_token` authenticates them.
+    pub fn new(
+        config: &Config,
+        coord: SharedCoordinator,
+        tls: Option<TlsReloader>,
+    ) -> anyhow::Result<Self> {
         let configured = config.admin.as_deref().map(admin_url).transpose()?;
         Ok(Self {
             configured,
             coord,
             connect_timeout: config.connect_timeout(),
+            tls,
+            bearer: Bearer::new(config.admin_token.as_ref())?,
             current: Mutex::new(None),
         })
     }
@@ -74,7 +88,7 @@ impl AdminLink {
         mut send: F,
     ) -> Result<T, Error>
     where
-        F: FnMut(AdminClient<Channel>, Duration) -> Fut,
+        F: FnMut(AdminApi, Duration) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let mut attempts = 0;
@@ -134,14 +148,14 @@ impl AdminLink {
             Some(url) => url.clone(),
             None => self.discover().await?,
         };
-        let channel = Endpoint::from_shared(url.clone())
+        let endpoint = Endpoint::from_shared(kiln_security::wire_url(&url))
             .map_err(|e| Error::AdminUnavailable(format!("monitor address {url:?}: {e}")))?
             .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        let channel = kiln_security::channel(endpoint, self.tls.as_ref());
         let link = Link {
             url,
-            client: AdminClient::new(channel),
+            client: AdminClient::with_interceptor(channel, self.bearer.clone()),
         };
         *self.lock() = Some(link.clone());
         Ok(link)
@@ -227,7 +241,7 @@ mod tests {
     #[tokio::test]
     async fn discovery_takes_the_oldest_election_key_and_follows_it() {
         let coord = Arc::new(MemoryCoordinator::new());
-        let link = AdminLink::new(&Config::default(), coord.clone()).unwrap();
+        let link = AdminLink::new(&Config::default(), coord.clone(), None).unwrap();
         let err = Status::from(list(&link).await.unwrap_err());
         assert_eq!(err.code(), Code::Unavailable);
         assert!(err.message().contains("no monitor leads"), "{err:?}");
@@ -261,7 +275,7 @@ mod tests {
             admin: Some("127.0.0.1:1".into()),
             ..Config::default()
         };
-        let link = AdminLink::new(&config, coord).unwrap();
+        let link = AdminLink::new(&config, coord, None).unwrap();
         assert_eq!(link.url().await.unwrap(), "http://127.0.0.1:1");
         let err = Status::from(list(&link).await.unwrap_err());
         assert_eq!(err.code(), Code::Unavailable);

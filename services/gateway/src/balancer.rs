@@ -29,6 +29,8 @@ pub struct ChannelOptions {
     pub connect_timeout: Duration,
     /// Largest message sent to or accepted from a worker.
     pub max_message_bytes: usize,
+    /// TLS to the workers (`--tls-ca`, and `--tls-cert` as the client certificate).
+    pub tls: Option<kiln_security::TlsReloader>,
 }
 
 /// First period a backend is set aside after a failure; doubles per consecutive failure.
@@ -71,13 +73,13 @@ impl Backend {
     /// A backend for `address` with a lazily connected channel (nothing is dialled until the
     /// first request). Must be called inside a tokio runtime.
     pub fn new(address: &str, options: &ChannelOptions) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(format!("http://{address}"))?
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))?
             .connect_timeout(options.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(20))
             .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+            .keep_alive_while_idle(true);
+        let channel = kiln_security::channel(endpoint, options.tls.as_ref());
         let client = GrpcInferenceServiceClient::new(channel)
             .max_decoding_message_size(options.max_message_bytes)
             .max_encoding_message_size(options.max_message_bytes);
@@ -253,6 +255,7 @@ mod tests {
         ChannelOptions {
             connect_timeout: Duration::from_millis(100),
             max_message_bytes: 1 << 20,
+            tls: None,
         }
     }
 

@@ -52,6 +52,34 @@ pub struct Config {
     /// How long shutdown waits for in-flight requests before cutting them, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+    /// Most elements in one input tensor (the product of its shape); bigger: INVALID_ARGUMENT.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub max_tensor_elements: u64,
+    /// Largest leading (batch) dimension of any input; bigger: INVALID_ARGUMENT. Workers also
+    /// enforce each model's own `max_batch_size`.
+    #[arg(long, default_value_t = 8192)]
+    pub max_batch: u64,
+    /// Requests per second each client may send (token bucket; the client is the bearer
+    /// token's name, else the peer IP). 0: no rate limit. Above it: RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 0.0)]
+    pub client_rate_limit: f64,
+    /// Burst of the per-client rate limit (0: one second's worth, at least 1).
+    #[arg(long, default_value_t = 0)]
+    pub client_burst: u32,
+    /// Most requests in flight per client (0: no per-client cap; `--max-inflight` still holds).
+    #[arg(long, default_value_t = 0)]
+    pub client_max_inflight: usize,
+    /// Plaintext listener serving only grpc.health.v1, for probes that cannot do TLS.
+    #[arg(long, env = "KILN_GATEWAY_HEALTH_ADDR")]
+    pub health_addr: Option<SocketAddr>,
+    /// The gateway's own admin token, sent to the monitor's Admin API on RepositoryModelLoad
+    /// and RepositoryModelUnload (callers of those need an admin token themselves).
+    #[arg(long, env = "KILN_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<kiln_security::Secret>,
+    #[command(flatten)]
+    pub tls: kiln_security::TlsArgs,
+    #[command(flatten)]
+    pub tokens: kiln_security::TokenArgs,
 }
 
 impl Default for Config {
@@ -70,6 +98,15 @@ impl Default for Config {
             admin: None,
             stats_timeout_ms: 2_000,
             shutdown_grace_ms: 10_000,
+            max_tensor_elements: 16 * 1024 * 1024,
+            max_batch: 8192,
+            client_rate_limit: 0.0,
+            client_burst: 0,
+            client_max_inflight: 0,
+            health_addr: None,
+            admin_token: None,
+            tls: kiln_security::TlsArgs::default(),
+            tokens: kiln_security::TokenArgs::default(),
         }
     }
 }
@@ -115,6 +152,14 @@ impl Config {
         if let Some(admin) = &self.admin {
             admin_url(admin)?;
         }
+        anyhow::ensure!(
+            self.max_tensor_elements > 0 && self.max_batch > 0,
+            "--max-tensor-elements and --max-batch must be > 0"
+        );
+        anyhow::ensure!(
+            self.client_rate_limit.is_finite() && self.client_rate_limit >= 0.0,
+            "--client-rate-limit must be a non-negative number"
+        );
         Ok(())
     }
 

@@ -48,6 +48,14 @@ pub enum Error {
         /// What the last attempt saw.
         last: String,
     },
+    /// One client is over its `--client-rate-limit` or `--client-max-inflight`.
+    #[error("client {client} over its {limit}")]
+    ClientLimited {
+        /// The client (token name or peer IP).
+        client: String,
+        /// Which limit, with its value.
+        limit: String,
+    },
     /// More requests are in flight than `--max-inflight` allows.
     #[error("gateway overloaded: {limit} requests in flight")]
     Overloaded {
@@ -121,7 +129,7 @@ impl From<Error> for Status {
             }
             Error::UnknownModel(_) | Error::UnknownVersion { .. } => Code::NotFound,
             Error::NoReadyReplica { .. } | Error::Unreachable { .. } => Code::Unavailable,
-            Error::Overloaded { .. } => Code::ResourceExhausted,
+            Error::Overloaded { .. } | Error::ClientLimited { .. } => Code::ResourceExhausted,
             Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             Error::Unimplemented(_) => Code::Unimplemented,
             Error::InvalidRequest(_) => Code::InvalidArgument,

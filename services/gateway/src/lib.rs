@@ -23,6 +23,7 @@ pub mod balancer;
 pub mod config;
 pub mod error;
 pub mod forward;
+pub mod limits;
 pub mod metrics;
 pub mod repository;
 pub mod routing;

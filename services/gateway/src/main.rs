@@ -2,9 +2,7 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::Parser;
-use kiln_coord::{EtcdConfig, EtcdCoordinator};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -13,14 +11,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "kiln-gateway", version, about)]
 struct Cli {
-    /// etcd client endpoints, comma separated.
-    #[arg(
-        long,
-        env = "KILN_ETCD",
-        value_delimiter = ',',
-        default_value = "http://127.0.0.1:2379"
-    )]
-    etcd: Vec<String>,
+    #[command(flatten)]
+    etcd: kiln_coord::EtcdArgs,
     #[command(flatten)]
     config: kiln_gateway::Config,
 }
@@ -29,9 +21,8 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     kiln_telemetry::init_tracing();
     let cli = Cli::parse();
-    let coord = EtcdCoordinator::connect(&EtcdConfig::new(cli.etcd.clone()))
-        .await
-        .with_context(|| format!("connect to etcd at {:?}", cli.etcd))?;
+    kiln_security::install_crypto_provider();
+    let coord = cli.etcd.connect().await?;
     let running = kiln_gateway::start(cli.config, Arc::new(coord)).await?;
     kiln_telemetry::shutdown_signal().await;
     tracing::info!("shutting down");

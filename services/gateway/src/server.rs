@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use kiln_coord::SharedCoordinator;
 use kiln_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
+use kiln_security::{AuthLayer, AuthPolicy, Requirement, Role};
 use kiln_telemetry::{HttpEndpoints, Registry};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -26,6 +27,7 @@ use crate::admin::AdminLink;
 use crate::balancer::{Backends, ChannelOptions};
 use crate::config::Config;
 use crate::forward::{Forwarder, RetryBudget};
+use crate::limits::{ClientLimitLayer, ClientLimits};
 use crate::metrics::Metrics;
 use crate::repository::Repository;
 use crate::routing::RoutingTable;
@@ -47,6 +49,7 @@ pub struct Running {
     registry: Arc<Mutex<Registry>>,
     gateway: Gateway,
     stop: oneshot::Sender<()>,
+    stop_health: oneshot::Sender<()>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     watcher: JoinHandle<()>,
     readiness: JoinHandle<()>,
@@ -61,6 +64,8 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
         .await
         .with_context(|| format!("bind gRPC address {}", config.grpc_addr))?;
     let grpc_addr = listener.local_addr()?;
+    let tls = config.tls.start().context("loading the TLS certificates")?;
+    let tokens = config.tokens.book().context("loading the bearer tokens")?;
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
@@ -73,8 +78,9 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
     let backends = Arc::new(Backends::new(ChannelOptions {
         connect_timeout: config.connect_timeout(),
         max_message_bytes: config.max_message_bytes,
+        tls: tls.clone(),
     }));
-    let admin = AdminLink::new(&config, coord.clone())?;
+    let admin = AdminLink::new(&config, coord.clone(), tls.clone())?;
     let (table_tx, table) = watch::channel(Arc::new(RoutingTable::default()));
     metrics.register_table(
         &mut registry.lock().unwrap_or_else(|p| p.into_inner()),
@@ -125,22 +131,36 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
     let (stop, stop_rx) = oneshot::channel::<()>();
-    // tonic's TcpIncoming, not a listener stream: `Server::tcp_nodelay` does not reach sockets
-    // accepted from a caller's stream, and with Nagle on every unary response waits for the
-    // client's delayed ACK (~40 ms).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = Server::builder()
+    let (stop_health, stop_health_rx) = oneshot::channel::<()>();
+    let health_addr = match config.health_addr {
+        Some(addr) => Some(
+            kiln_security::serve::serve_health(addr, health_service.clone(), async {
+                let _ = stop_health_rx.await;
+            })
+            .await
+            .with_context(|| format!("bind health address {addr}"))?
+            .0,
+        ),
+        None => None,
+    };
+    let auth = AuthPolicy {
+        client_cert_required: tls.as_ref().is_some_and(|t| t.requires_client_cert()),
+        tokens: tokens.map(Arc::new),
+        rule: method_requirement,
+    };
+    let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .layer(MapResponseLayer::new(kiln_proto::edge::reclassify))
+        .layer(AuthLayer::new(auth))
+        .layer(ClientLimitLayer::new(ClientLimits::from_config(&config)))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(inference)
-        .serve_with_incoming_shutdown(incoming, async {
-            let _ = stop_rx.await;
-        });
-    let server = tokio::spawn(server);
-    tracing::info!(%grpc_addr, http_addr = %http.addr, "gateway serving");
+        .add_service(inference);
+    let server = tokio::spawn(kiln_security::serve::serve(router, listener, tls, async {
+        let _ = stop_rx.await;
+    }));
+    tracing::info!(%grpc_addr, http_addr = %http.addr, ?health_addr, "gateway serving");
 
     Ok(Running {
         grpc_addr,
@@ -151,12 +171,23 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
         registry,
         gateway,
         stop,
+        stop_health,
         server,
         watcher,
         readiness,
         http,
         grace: config.shutdown_grace(),
     })
+}
+
+/// What each gateway method needs: health is open, the repository extension changes the
+/// cluster (admin), everything else is inference and metadata (infer).
+fn method_requirement(path: &str) -> Requirement {
+    if path.starts_with("/inference.GRPCInferenceService/RepositoryModel") {
+        Requirement::Role(Role::Admin)
+    } else {
+        kiln_security::auth::open_health_else(path, Role::Infer)
+    }
 }
 
 /// Flips readiness (health, /readyz, ServerReady) on once the routing table first synced.
@@ -215,6 +246,7 @@ impl Running {
                 server.abort();
             }
         }
+        let _ = self.stop_health.send(());
         self.watcher.abort();
         self.http.stop();
         tracing::info!("gateway stopped");

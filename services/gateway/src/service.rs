@@ -51,6 +51,8 @@ struct Inner {
     request_timeout: Duration,
     deadline_margin: Duration,
     stats_timeout: Duration,
+    max_tensor_elements: u64,
+    max_batch: u64,
     repository: Repository,
 }
 
@@ -86,6 +88,8 @@ impl Gateway {
                 request_timeout: config.request_timeout(),
                 deadline_margin: config.deadline_margin(),
                 stats_timeout: config.stats_timeout(),
+                max_tensor_elements: config.max_tensor_elements,
+                max_batch: config.max_batch,
                 repository,
             }),
         }
@@ -154,6 +158,11 @@ impl Gateway {
         routed: &mut Option<String>,
     ) -> Result<ModelInferResponse, Error> {
         let _admission = self.admit()?;
+        crate::limits::check_shapes(
+            &request,
+            self.inner.max_tensor_elements,
+            self.inner.max_batch,
+        )?;
         let table = self.table();
         let route = table.resolve(
             &request.model_name,

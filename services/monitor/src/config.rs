@@ -86,6 +86,16 @@ pub struct Config {
     /// Judged windows within the SLO and without drift before a retrained canary is promoted.
     #[arg(long, default_value_t = 3)]
     pub canary_windows: u32,
+    /// Plaintext listener serving only grpc.health.v1, for probes that cannot do TLS.
+    #[arg(long, env = "KILN_MONITOR_HEALTH_ADDR")]
+    pub health_addr: Option<SocketAddr>,
+    /// TLS of the Admin and Telemetry endpoints.
+    #[command(flatten)]
+    pub tls: kiln_security::TlsArgs,
+    /// Bearer tokens: kiln.v1.Admin needs an `admin` token when these are set (workers'
+    /// telemetry pushes are authenticated by their client certificates instead).
+    #[command(flatten)]
+    pub tokens: kiln_security::TokenArgs,
 }
 
 impl Default for Config {
@@ -115,6 +125,9 @@ impl Default for Config {
             retrain_cooldown_secs: 900,
             canary_weight: 10,
             canary_windows: 3,
+            health_addr: None,
+            tls: kiln_security::TlsArgs::default(),
+            tokens: kiln_security::TokenArgs::default(),
         }
     }
 }

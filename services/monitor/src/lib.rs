@@ -75,9 +75,20 @@ pub struct Running {
     ready: signal::Sender<bool>,
     stop_server: oneshot::Sender<()>,
     server: Task,
+    _health_listener: Option<Task>,
     controller: Controller,
     http: HttpEndpoints,
     grace: Duration,
+}
+
+/// What each monitor method needs: kiln.v1.Admin changes the cluster (an admin token when
+/// tokens are on), the rest is for Kiln's own processes (client certificates) or open (health).
+fn method_requirement(path: &str) -> kiln_security::Requirement {
+    if path.starts_with("/kiln.v1.Admin/") {
+        kiln_security::Requirement::Role(kiln_security::Role::Admin)
+    } else {
+        kiln_security::auth::open_health_else_peer(path)
+    }
 }
 
 /// Starts a monitor: binds both ports first (port 0 picks free ones), then serves and campaigns
@@ -87,6 +98,8 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
         .await
         .with_context(|| format!("binding the monitor gRPC address {}", config.grpc_addr))?;
     let grpc_addr = listener.local_addr()?;
+    let tls = config.tls.start().context("loading the TLS certificates")?;
+    let tokens = config.tokens.book().context("loading the bearer tokens")?;
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
@@ -135,26 +148,42 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
         .max_encoding_message_size(config.max_message_bytes);
 
     let (stop_server, stop_rx) = oneshot::channel::<()>();
+    let health_listener = match config.health_addr {
+        Some(addr) => Some(Task::from_handle(
+            kiln_security::serve::serve_health(
+                addr,
+                health_service.clone(),
+                std::future::pending(),
+            )
+            .await
+            .with_context(|| format!("binding the health address {addr}"))?
+            .1,
+        )),
+        None => None,
+    };
+    let auth = kiln_security::AuthPolicy {
+        client_cert_required: tls
+            .as_ref()
+            .is_some_and(kiln_security::TlsReloader::requires_client_cert),
+        tokens: tokens.map(Arc::new),
+        rule: method_requirement,
+    };
     // Explicit limits; no max_connection_age (setting it needs the grace too: tonic panic trap).
     let router = Server::builder()
         .timeout(Duration::from_secs(config.request_timeout_secs.max(1)))
         .concurrency_limit_per_connection(256)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(kiln_security::AuthLayer::new(auth))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(admin)
         .add_service(telemetry);
-    // TcpIncoming, not a listener stream: only it applies TCP_NODELAY (docs/ARCHITECTURE.md).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = Task::spawn(async move {
         let shutdown = async {
             let _ = stop_rx.await;
         };
-        if let Err(e) = router
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-        {
+        if let Err(e) = kiln_security::serve::serve(router, listener, tls, shutdown).await {
             tracing::error!(error = %e, "monitor gRPC server failed");
         }
     });
@@ -196,6 +225,7 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
         ready,
         stop_server,
         server,
+        _health_listener: health_listener,
         controller,
         http,
         grace: Duration::from_secs(config.shutdown_grace_secs),

@@ -1,7 +1,7 @@
 //! `kiln-monitor`: the control plane as its own process (Admin API, controller, metrics).
 
 use clap::Parser;
-use kiln_coord::{EtcdConfig, EtcdCoordinator, SharedCoordinator};
+use kiln_coord::SharedCoordinator;
 use std::sync::Arc;
 
 #[global_allocator]
@@ -11,14 +11,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "kiln-monitor", version, about)]
 struct Cli {
-    /// etcd client endpoints, comma-separated.
-    #[arg(
-        long,
-        env = "KILN_ETCD",
-        default_value = "http://127.0.0.1:2379",
-        value_delimiter = ','
-    )]
-    etcd: Vec<String>,
+    #[command(flatten)]
+    etcd: kiln_coord::EtcdArgs,
     #[command(flatten)]
     config: kiln_monitor::Config,
 }
@@ -27,8 +21,8 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     kiln_telemetry::init_tracing();
     let cli = Cli::parse();
-    let coord: SharedCoordinator =
-        Arc::new(EtcdCoordinator::connect(&EtcdConfig::new(cli.etcd)).await?);
+    kiln_security::install_crypto_provider();
+    let coord: SharedCoordinator = Arc::new(cli.etcd.connect().await?);
     let running = kiln_monitor::start(cli.config, coord).await?;
     kiln_telemetry::shutdown_signal().await;
     running.shutdown().await;

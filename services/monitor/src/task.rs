@@ -15,6 +15,11 @@ impl Task {
         Self(Some(tokio::spawn(fut)))
     }
 
+    /// Takes ownership of an already spawned task.
+    pub(crate) fn from_handle(handle: JoinHandle<()>) -> Self {
+        Self(Some(handle))
+    }
+
     /// Waits up to `within` for the task to end by itself, then aborts it.
     pub(crate) async fn join(mut self, within: Duration) {
         if let Some(mut handle) = self.0.take()

@@ -113,6 +113,14 @@ pub struct Config {
     /// are dropped (and counted in `kiln_telemetry_samples_dropped_total`) rather than waited for.
     #[arg(long, env = "KILN_TELEMETRY_BUFFER_ROWS", default_value_t = DEFAULT_TELEMETRY_BUFFER_ROWS)]
     pub telemetry_buffer_rows: usize,
+
+    /// Plaintext listener serving only grpc.health.v1, for probes that cannot do TLS.
+    #[arg(long, env = "KILN_WORKER_HEALTH_ADDR")]
+    pub health_addr: Option<SocketAddr>,
+
+    /// TLS of the inference endpoint and of the telemetry pushes to the monitor.
+    #[command(flatten)]
+    pub tls: kiln_security::TlsArgs,
 }
 
 impl Default for Config {
@@ -138,6 +146,8 @@ impl Default for Config {
             telemetry_sample_rate: 1.0,
             telemetry_max_rows_per_sec: 2000,
             telemetry_buffer_rows: DEFAULT_TELEMETRY_BUFFER_ROWS,
+            health_addr: None,
+            tls: kiln_security::TlsArgs::default(),
         }
     }
 }

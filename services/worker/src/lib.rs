@@ -57,7 +57,6 @@ use kiln_telemetry::{HttpEndpoints, Registry};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
 
 pub use config::Config;
@@ -69,6 +68,8 @@ use crate::service::InferenceService;
 use crate::store::ModelStore;
 use crate::telemetry::push::PushTask;
 use crate::telemetry::{MAX_CLOSED, ProfilerSettings, ProfilingThread, Telemetry};
+use kiln_security::serve::{serve, serve_health};
+use kiln_security::{AuthLayer, AuthPolicy, TlsReloader};
 
 type InferenceServer = GrpcInferenceServiceServer<InferenceService>;
 
@@ -102,6 +103,7 @@ pub struct Running {
     agent: JoinHandle<()>,
     stop_server: oneshot::Sender<()>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    health_listener: Option<JoinHandle<()>>,
     grace: Duration,
     drain_timeout: Duration,
     unload_delay: Duration,
@@ -133,6 +135,7 @@ fn start_telemetry(
     id: &str,
     coord: &SharedCoordinator,
     registry: &Arc<Mutex<Registry>>,
+    tls: Option<TlsReloader>,
 ) -> anyhow::Result<Option<(Arc<Telemetry>, TelemetryTasks)>> {
     let Some(period) = config.telemetry_interval() else {
         return Ok(None);
@@ -150,7 +153,12 @@ fn start_telemetry(
         buffer_rows: config.telemetry_buffer_rows,
     };
     let telemetry = Telemetry::new(id, settings, registry);
-    let push = PushTask::new(telemetry.clone(), coord.clone(), config.monitors.clone())?;
+    let push = PushTask::new(
+        telemetry.clone(),
+        coord.clone(),
+        config.monitors.clone(),
+        tls,
+    )?;
     let profiling =
         ProfilingThread::start(telemetry.clone()).context("cannot start the profiling thread")?;
     let (stop, stop_rx) = watch::channel(false);
@@ -171,6 +179,10 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
         .await
         .with_context(|| format!("cannot bind gRPC address {}", config.grpc_addr))?;
     let grpc_addr = listener.local_addr()?;
+    let tls = config
+        .tls
+        .start()
+        .context("cannot load the TLS certificates")?;
     let id = config
         .id
         .clone()
@@ -195,10 +207,11 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
     let session_metrics = kiln_coord::SessionMetrics::register(
         &mut registry.lock().unwrap_or_else(|p| p.into_inner()),
     );
-    let (telemetry, telemetry_tasks) = match start_telemetry(&config, &id, &coord, &registry)? {
-        Some((t, tasks)) => (Some(t), Some(tasks)),
-        None => (None, None),
-    };
+    let (telemetry, telemetry_tasks) =
+        match start_telemetry(&config, &id, &coord, &registry, tls.clone())? {
+            Some((t, tasks)) => (Some(t), Some(tasks)),
+            None => (None, None),
+        };
     let (ready, ready_rx) = watch::channel(true);
     let http = HttpEndpoints::serve(config.http_addr, registry, ready_rx)
         .await
@@ -226,6 +239,20 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
     let (stop_server, stopped) = oneshot::channel::<()>();
+    let health_listener = match config.health_addr {
+        Some(addr) => Some(
+            serve_health(addr, health_service.clone(), std::future::pending())
+                .await
+                .with_context(|| format!("cannot bind health address {addr}"))?
+                .1,
+        ),
+        None => None,
+    };
+    let auth = AuthPolicy {
+        client_cert_required: tls.as_ref().is_some_and(TlsReloader::requires_client_cert),
+        tokens: None,
+        rule: |path| kiln_security::auth::open_health_else_peer(path),
+    };
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -233,14 +260,11 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
         .layer(tower::util::MapResponseLayer::new(
             kiln_proto::edge::reclassify::<tonic::body::Body>,
         ))
+        .layer(AuthLayer::new(auth))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(inference);
-    // tonic's TcpIncoming, not TcpListenerStream: `Server::tcp_nodelay` does not reach sockets
-    // accepted from a caller's stream, and with Nagle on, a unary response's trailers wait for
-    // the client's delayed ACK (~40 ms per request).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+    let server = tokio::spawn(serve(router, listener, tls, async {
         let _ = stopped.await;
     }));
 
@@ -301,6 +325,7 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
         agent,
         stop_server,
         server,
+        health_listener,
         grace: config.shutdown_grace(),
         drain_timeout: config.drain_timeout(),
         unload_delay: config.unload_delay(),
@@ -340,6 +365,9 @@ impl Running {
         self.draining.store(true, Ordering::Relaxed);
 
         let _ = self.stop_server.send(());
+        if let Some(health) = &self.health_listener {
+            health.abort();
+        }
         let mut server = self.server;
         match tokio::time::timeout(self.grace, &mut server).await {
             Ok(Ok(Ok(()))) => {}

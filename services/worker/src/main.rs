@@ -2,7 +2,7 @@
 //! only sets the allocator, tracing and flags, connects the coordinator and runs until a signal.
 
 use clap::Parser;
-use kiln_coord::{EtcdConfig, EtcdCoordinator, SharedCoordinator};
+use kiln_coord::SharedCoordinator;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -11,14 +11,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "kiln-worker", version, about)]
 struct Cli {
-    /// etcd endpoints, comma separated.
-    #[arg(
-        long,
-        env = "KILN_ETCD",
-        value_delimiter = ',',
-        default_value = "http://127.0.0.1:2379"
-    )]
-    etcd: Vec<String>,
+    #[command(flatten)]
+    etcd: kiln_coord::EtcdArgs,
 
     #[command(flatten)]
     config: kiln_worker::Config,
@@ -28,8 +22,8 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     kiln_telemetry::init_tracing();
     let cli = Cli::parse();
-    let coord: SharedCoordinator =
-        std::sync::Arc::new(EtcdCoordinator::connect(&EtcdConfig::new(cli.etcd)).await?);
+    kiln_security::install_crypto_provider();
+    let coord: SharedCoordinator = std::sync::Arc::new(cli.etcd.connect().await?);
     let running = kiln_worker::start(cli.config, coord).await?;
     kiln_telemetry::shutdown_signal().await;
     running.shutdown().await;

@@ -135,7 +135,17 @@ pub fn load_blocking(
         )));
     }
     // Read once: the bytes that are hashed are the bytes that are loaded.
-    let model_file = canonical.join(&manifest.model_file);
+    // The model file must lie inside the package: no `..`, no symlink leading out of it.
+    let model_file = canonical
+        .join(&manifest.model_file)
+        .canonicalize()
+        .map_err(|e| pkg_err(format!("cannot open {}: {e}", manifest.model_file)))?;
+    if !model_file.starts_with(&canonical) {
+        return Err(LoadError::Location {
+            uri: record.package_uri.clone(),
+            reason: format!("model file {} lies outside the package", manifest.model_file),
+        });
+    }
     let bytes = std::fs::read(&model_file)
         .map_err(|e| pkg_err(format!("cannot read {}: {e}", model_file.display())))?;
     let actual = sha256_hex(&bytes);

@@ -26,6 +26,43 @@ pub struct EtcdConfig {
     pub connect_timeout: Duration,
     /// Optional username and password (etcd auth).
     pub credentials: Option<(String, String)>,
+    /// TLS to etcd (endpoints then use `https://`).
+    pub tls: Option<EtcdTls>,
+}
+
+/// PEM files for TLS to etcd: the CA that verifies etcd's certificate and, for etcd's
+/// `--client-cert-auth`, this process's client certificate and key.
+#[derive(Clone, Debug, Default)]
+pub struct EtcdTls {
+    pub ca: Option<std::path::PathBuf>,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl EtcdTls {
+    fn options(&self) -> Result<etcd_client::TlsOptions> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| {
+                CoordError::Unavailable(format!("cannot read etcd TLS file {}: {e}", p.display()))
+            })
+        };
+        let mut tls = etcd_client::TlsOptions::new();
+        if let Some(ca) = &self.ca {
+            tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
+        }
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(CoordError::Unavailable(
+                    "--etcd-cert and --etcd-key go together".into(),
+                ));
+            }
+        }
+        Ok(tls)
+    }
 }
 
 impl std::fmt::Debug for EtcdConfig {
@@ -34,6 +71,7 @@ impl std::fmt::Debug for EtcdConfig {
             .field("endpoints", &self.endpoints)
             .field("request_timeout", &self.request_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("tls", &self.tls)
             .field(
                 "credentials",
                 &self.credentials.as_ref().map(|(u, _)| (u, "<redacted>")),
@@ -50,6 +88,7 @@ impl EtcdConfig {
             request_timeout: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(2),
             credentials: None,
+            tls: None,
         }
     }
 }
@@ -70,6 +109,9 @@ impl EtcdCoordinator {
             .with_keep_alive_while_idle(true);
         if let Some((user, password)) = &config.credentials {
             options = options.with_user(user.clone(), password.clone());
+        }
+        if let Some(tls) = &config.tls {
+            options = options.with_tls(tls.options()?);
         }
         let client = Client::connect(&config.endpoints, Some(options)).await?;
         Ok(Self { client })

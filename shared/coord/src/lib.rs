@@ -12,6 +12,7 @@
 //! in [`keys`]; the one value codec (JSON) is in [`codec`]. [`SessionMetrics`] exports a
 //! [`LeaseSession`]'s state to Prometheus, the same way in every service that holds one.
 
+mod args;
 pub mod codec;
 mod election;
 mod error;
@@ -27,9 +28,10 @@ pub mod conformance;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use args::EtcdArgs;
 pub use election::{Election, LeaderKey};
 pub use error::{CoordError, Result};
-pub use etcd::{EtcdConfig, EtcdCoordinator};
+pub use etcd::{EtcdConfig, EtcdCoordinator, EtcdTls};
 pub use memory::MemoryCoordinator;
 pub use metrics::SessionMetrics;
 pub use session::{LeaseSession, SessionState};

@@ -6,8 +6,12 @@
 //! tonic 0.14 answers OUT_OF_RANGE ("decoded message length too large") when a message exceeds
 //! `max_decoding_message_size` (and the same for encoding), before any handler runs. Kiln's
 //! contract, like gRPC C++ and Triton, is RESOURCE_EXHAUSTED for a message over the size limit,
-//! so [`reclassify`] rewrites exactly that status on the way out. It runs on every response
-//! but only looks further at the rare ones whose `grpc-status` header is OUT_OF_RANGE.
+//! so [`reclassify`] rewrites exactly that status on the way out. Likewise a body that is not a
+//! protobuf message at all (tonic: INTERNAL "failed to decode Protobuf message") is the caller's
+//! fault: INVALID_ARGUMENT. And a status message longer than [`MAX_STATUS_MESSAGE`] bytes (one
+//! that quotes a huge caller-supplied name) is cut there: gRPC clients refuse metadata over 16 KiB
+//! and would report a confusing RESOURCE_EXHAUSTED of their own. It runs on every response but
+//! only looks further at the rare ones that carry a `grpc-status` header.
 
 use std::time::Duration;
 use tonic::codegen::http::{HeaderValue, Response};
@@ -15,32 +19,67 @@ use tonic::codegen::http::{HeaderValue, Response};
 use tonic::{Code, Status};
 
 const GRPC_STATUS: &str = "grpc-status";
+const GRPC_MESSAGE: &str = "grpc-message";
+
+/// Longest `grpc-message` (percent-encoded bytes) a Kiln server sends.
+pub const MAX_STATUS_MESSAGE: usize = 2048;
 
 /// Whether `status` is tonic's complaint about a message over the size limit.
 pub fn is_size_limit(status: &Status) -> bool {
     status.code() == Code::OutOfRange && status.message().contains("message length too large")
 }
 
-/// Rewrites tonic's size-limit OUT_OF_RANGE into RESOURCE_EXHAUSTED; leaves all else alone.
+/// Rewrites tonic's size-limit OUT_OF_RANGE into RESOURCE_EXHAUSTED and its protobuf decode
+/// INTERNAL into INVALID_ARGUMENT, and cuts over-long status messages; leaves all else alone.
 pub fn reclassify<B>(mut response: Response<B>) -> Response<B> {
-    let out_of_range = response
-        .headers()
-        .get(GRPC_STATUS)
-        .is_some_and(|v| v.as_bytes() == b"11");
-    if out_of_range
-        && Status::from_header_map(response.headers()).is_some_and(|s| is_size_limit(&s))
-    {
+    let Some(code) = response.headers().get(GRPC_STATUS).map(|v| v.as_bytes()) else {
+        return response;
+    };
+    let rewrite = match code {
+        b"11" if Status::from_header_map(response.headers()).is_some_and(|s| is_size_limit(&s)) => {
+            Some("8")
+        }
+        b"13" if Status::from_header_map(response.headers())
+            .is_some_and(|s| s.message().starts_with("failed to decode Protobuf message")) =>
+        {
+            Some("3")
+        }
+        _ => None,
+    };
+    if let Some(code) = rewrite {
         response
             .headers_mut()
-            .insert(GRPC_STATUS, HeaderValue::from_static("8"));
+            .insert(GRPC_STATUS, HeaderValue::from_static(code));
+    }
+    let long = response
+        .headers()
+        .get(GRPC_MESSAGE)
+        .filter(|m| m.len() > MAX_STATUS_MESSAGE)
+        .map(|m| truncated(m.as_bytes()));
+    if let Some(message) = long {
+        response.headers_mut().insert(GRPC_MESSAGE, message);
     }
     response
+}
+
+/// A percent-encoded message cut to [`MAX_STATUS_MESSAGE`] bytes (never inside a `%XX`), with
+/// an ellipsis.
+fn truncated(encoded: &[u8]) -> HeaderValue {
+    const SUFFIX: &[u8] = b"%E2%80%A6%20(truncated)";
+    let mut end = MAX_STATUS_MESSAGE - SUFFIX.len();
+    while end > 0 && encoded[end - 2..end].contains(&b'%') {
+        end -= 1;
+    }
+    let mut cut = encoded[..end].to_vec();
+    cut.extend_from_slice(SUFFIX);
+    HeaderValue::from_bytes(&cut).unwrap_or_else(|_| HeaderValue::from_static("(truncated)"))
 }
 
 /// Parses a `grpc-timeout` header value (`"250m"`, `"3S"`, at most 8 digits and one unit).
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     let unit_at = value.len().checked_sub(1)?;
-    let (digits, unit) = value.split_at(unit_at);
+    // Not `split_at`: it panics when the last character is not ASCII.
+    let (digits, unit) = value.split_at_checked(unit_at)?;
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -155,6 +194,36 @@ mod tests {
         }
         let plain = reclassify(Response::new(()));
         assert!(plain.headers().get(GRPC_STATUS).is_none());
+    }
+
+    #[test]
+    fn undecodable_bodies_are_invalid_arguments() {
+        let garbage = Status::internal("failed to decode Protobuf message: invalid varint");
+        assert_eq!(
+            code_of(&reclassify(response_with(garbage))),
+            Code::InvalidArgument
+        );
+        let other = Status::internal("worker crashed");
+        assert_eq!(code_of(&reclassify(response_with(other))), Code::Internal);
+    }
+
+    #[test]
+    fn long_messages_are_cut() {
+        let name = "m%".repeat(40_000);
+        let status = Status::not_found(format!("unknown model {name:?}"));
+        let response = reclassify(response_with(status));
+        let header = response.headers().get(GRPC_MESSAGE).unwrap();
+        assert!(header.len() <= MAX_STATUS_MESSAGE, "{}", header.len());
+        let status = Status::from_header_map(response.headers()).unwrap();
+        assert_eq!(status.code(), Code::NotFound);
+        assert!(status.message().starts_with("unknown model \"m%m%"));
+        assert!(status.message().ends_with("… (truncated)"), "{}", status.message());
+        let short = Status::not_found("unknown model \"x\"");
+        let kept = reclassify(response_with(short));
+        assert_eq!(
+            Status::from_header_map(kept.headers()).unwrap().message(),
+            "unknown model \"x\""
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One module per subcommand (or family of subcommands).
 
 pub mod completions;
+pub mod credentials;
 pub mod deploy;
 pub mod drift;
 pub mod predict;

@@ -20,6 +20,7 @@ use tonic::transport::Endpoint;
 use crate::args::{OutputFormat, PredictArgs};
 use crate::input::{self, Values};
 use crate::output::emit;
+use crate::remote::Remote;
 
 /// One decoded output tensor (the JSON form of `kiln predict -o json`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -48,7 +49,7 @@ pub struct Prediction {
 }
 
 /// Runs `kiln predict`.
-pub async fn run(args: PredictArgs) -> anyhow::Result<()> {
+pub async fn run(args: PredictArgs, remote: Remote) -> anyhow::Result<()> {
     let values = match (&args.input, &args.input_file) {
         (Some(text), _) => Some(input::parse_values(text)?),
         (None, Some(path)) => {
@@ -65,7 +66,7 @@ pub async fn run(args: PredictArgs) -> anyhow::Result<()> {
         (Some(v), Some(n)) => Some(input::first_rows(v, n)?),
         (v, _) => v,
     };
-    let prediction = predict(&args.gateway, &args.model, &args.version, values).await?;
+    let prediction = predict(&args.gateway, &args.model, &args.version, values, &remote).await?;
     match args.output {
         OutputFormat::Json => emit(&format!("{}\n", serde_json::to_string_pretty(&prediction)?)),
         OutputFormat::Table => emit(&render(&prediction, args.top)),
@@ -79,19 +80,22 @@ pub async fn predict(
     model: &str,
     version: &str,
     values: Option<Values>,
+    remote: &Remote,
 ) -> anyhow::Result<Prediction> {
     let url = if url.contains("://") {
         url.to_string()
     } else {
         format!("http://{url}")
     };
-    let channel = Endpoint::from_shared(url.clone())?
+    let tls = remote.tls()?;
+    let endpoint = Endpoint::from_shared(kiln_security::wire_url(&url))?
         .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(60))
-        .connect()
+        .timeout(Duration::from_secs(60));
+    let channel = kiln_security::connect(endpoint, tls.as_ref())
         .await
         .with_context(|| format!("cannot reach the gateway at {url} (see --gateway)"))?;
-    let mut client = GrpcInferenceServiceClient::new(channel).max_decoding_message_size(64 << 20);
+    let mut client = GrpcInferenceServiceClient::with_interceptor(channel, remote.bearer()?)
+        .max_decoding_message_size(64 << 20);
     let meta = client
         .model_metadata(ModelMetadataRequest {
             name: model.into(),

@@ -149,7 +149,11 @@ impl Cluster {
         deploy: &[ModelVersion],
         within: Duration,
     ) -> anyhow::Result<Vec<(PathBuf, Manifest)>> {
-        let mut admin = admin::connect(&format!("http://{}", self.monitor.grpc_addr)).await?;
+        let mut admin = admin::connect(
+            &format!("http://{}", self.monitor.grpc_addr),
+            &crate::remote::Remote::default(),
+        )
+        .await?;
         let mut registered = Vec::new();
         for dir in packages(models)? {
             match register(&mut admin, &dir).await {

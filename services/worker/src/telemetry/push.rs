@@ -21,6 +21,7 @@ use std::time::Duration;
 use kiln_coord::{SharedCoordinator, keys};
 use kiln_proto::kiln::v1::ProfileBatch;
 use kiln_proto::kiln::v1::telemetry_client::TelemetryClient;
+use kiln_security::TlsReloader;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -77,13 +78,13 @@ struct Monitor {
 }
 
 impl Monitor {
-    fn new(url: &str) -> Option<Self> {
-        let channel = Endpoint::from_shared(url.to_string())
+    fn new(url: &str, tls: Option<&TlsReloader>) -> Option<Self> {
+        let endpoint = Endpoint::from_shared(kiln_security::wire_url(url))
             .ok()?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(CALL_TIMEOUT)
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        let channel = kiln_security::channel(endpoint, tls);
         Some(Self {
             client: TelemetryClient::new(channel),
             queue: VecDeque::new(),
@@ -143,6 +144,7 @@ pub struct PushTask {
     telemetry: Arc<Telemetry>,
     coord: SharedCoordinator,
     configured: Option<Vec<String>>,
+    tls: Option<TlsReloader>,
     monitors: BTreeMap<String, Monitor>,
     discovered_at: Option<Instant>,
     failed: bool,
@@ -154,6 +156,7 @@ impl PushTask {
         telemetry: Arc<Telemetry>,
         coord: SharedCoordinator,
         configured: Vec<String>,
+        tls: Option<TlsReloader>,
     ) -> anyhow::Result<Self> {
         let configured = if configured.is_empty() {
             None
@@ -169,6 +172,7 @@ impl PushTask {
             telemetry,
             coord,
             configured,
+            tls,
             monitors: BTreeMap::new(),
             discovered_at: None,
             failed: false,
@@ -224,7 +228,7 @@ impl PushTask {
         for url in urls {
             if let Entry::Vacant(slot) = self.monitors.entry(url) {
                 let url = slot.key().clone();
-                match Monitor::new(&url) {
+                match Monitor::new(&url, self.tls.as_ref()) {
                     Some(m) => {
                         tracing::info!(url, "pushing profiles to this monitor");
                         slot.insert(m);
