@@ -26,8 +26,12 @@ fn infer_only(path: &str) -> kiln_security::Requirement {
     open_health_else(path, Role::Infer)
 }
 
-/// Starts a TLS server (health service) and returns its address.
-async fn serve(tls: TlsReloader, tokens: Option<TokenBook>) -> std::net::SocketAddr {
+/// Starts a TLS server (health service) under `rule` and returns its address.
+async fn serve(
+    tls: TlsReloader,
+    tokens: Option<TokenBook>,
+    rule: fn(&str) -> kiln_security::Requirement,
+) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -37,7 +41,7 @@ async fn serve(tls: TlsReloader, tokens: Option<TokenBook>) -> std::net::SocketA
     let policy = AuthPolicy {
         client_cert_required: tls.requires_client_cert(),
         tokens: tokens.map(std::sync::Arc::new),
-        rule: infer_only,
+        rule,
     };
     let incoming = kiln_security::incoming::incoming(listener, tls);
     tokio::spawn(async move {
@@ -87,7 +91,7 @@ async fn mutual_tls_refuses_strangers_and_follows_rotation() {
         Duration::from_millis(50),
     )
     .unwrap();
-    let addr = serve(server_tls.clone(), None).await;
+    let addr = serve(server_tls.clone(), None, infer_only).await;
     let client = TlsReloader::start(
         files(dir.path(), Some("client"), ClientAuth::None),
         Duration::ZERO,
@@ -145,23 +149,7 @@ async fn protected_methods_need_a_certificate_and_a_token_of_the_right_role() {
         Duration::ZERO,
     )
     .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (reporter, health) = tonic_health::server::health_reporter();
-    let policy = AuthPolicy {
-        client_cert_required: true,
-        tokens: Some(std::sync::Arc::new(book)),
-        rule: everything_protected,
-    };
-    let incoming = kiln_security::incoming::incoming(listener, server_tls);
-    tokio::spawn(async move {
-        let _keep = reporter;
-        Server::builder()
-            .layer(AuthLayer::new(policy))
-            .add_service(health)
-            .serve_with_incoming(incoming)
-            .await
-    });
+    let addr = serve(server_tls, Some(book), everything_protected).await;
 
     let client = TlsReloader::start(
         files(dir.path(), Some("client"), ClientAuth::None),
