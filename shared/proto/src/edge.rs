@@ -39,8 +39,9 @@ pub fn reclassify<B>(mut response: Response<B>) -> Response<B> {
         b"11" if Status::from_header_map(response.headers()).is_some_and(|s| is_size_limit(&s)) => {
             Some("8")
         }
-        b"13" if Status::from_header_map(response.headers())
-            .is_some_and(|s| s.message().starts_with("failed to decode Protobuf message")) =>
+        b"13"
+            if Status::from_header_map(response.headers())
+                .is_some_and(|s| s.message().starts_with("failed to decode Protobuf message")) =>
         {
             Some("3")
         }
@@ -217,7 +218,11 @@ mod tests {
         let status = Status::from_header_map(response.headers()).unwrap();
         assert_eq!(status.code(), Code::NotFound);
         assert!(status.message().starts_with("unknown model \"m%m%"));
-        assert!(status.message().ends_with("… (truncated)"), "{}", status.message());
+        assert!(
+            status.message().ends_with("… (truncated)"),
+            "{}",
+            status.message()
+        );
         let short = Status::not_found("unknown model \"x\"");
         let kept = reclassify(response_with(short));
         assert_eq!(
