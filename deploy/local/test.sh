@@ -34,3 +34,6 @@ echo "== end-to-end (separate processes, real etcd, tritonclient, perf_analyzer)
 cargo build --bins --locked
 # tests/deploy: the Dockerfiles, compose.yaml and prometheus.yml against the binaries' --help.
 .venv/bin/python -m pytest -v -s tests/e2e tests/deploy
+
+echo "== fuzzing: every cargo-fuzz target for a bounded time from the committed corpus (fuzz/run.sh)"
+fuzz/run.sh "${KILN_FUZZ_SECONDS:-30}"

@@ -78,11 +78,15 @@ pub struct Route<'a> {
     pub replicas: &'a [ReadyReplica],
 }
 
-/// Orders version strings: numerically when both are integers, as strings otherwise.
+/// Orders version strings: integers numerically (ties, such as `01` and `1`, as strings) and
+/// before every other version; other versions as strings. A total order, as `sort_by` needs:
+/// comparing an integer with a non-integer as strings made cycles (`9` < `10` < `5a` < `9`).
 pub fn compare_versions(a: &str, b: &str) -> Ordering {
     match (a.parse::<u64>(), b.parse::<u64>()) {
-        (Ok(x), Ok(y)) => x.cmp(&y),
-        _ => a.cmp(b),
+        (Ok(x), Ok(y)) => x.cmp(&y).then_with(|| a.cmp(b)),
+        (Ok(_), Err(_)) => Ordering::Less,
+        (Err(_), Ok(_)) => Ordering::Greater,
+        (Err(_), Err(_)) => a.cmp(b),
     }
 }
 

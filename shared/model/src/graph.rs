@@ -57,7 +57,10 @@ pub fn decode_tensor(t: &TensorProto, device: &Device) -> Result<Value> {
             usize::try_from(d).map_err(|_| onnx_err(format!("tensor {:?}: negative dim", t.name())))
         })
         .collect::<Result<Vec<usize>>>()?;
-    let n: usize = shape.iter().product();
+    let n = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| onnx_err(format!("tensor {:?}: too many elements", t.name())))?;
     if t.data_location == Some(1) {
         return Err(onnx_err(format!(
             "tensor {:?}: external data is not supported",
