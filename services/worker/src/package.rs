@@ -143,7 +143,10 @@ pub fn load_blocking(
     if !model_file.starts_with(&canonical) {
         return Err(LoadError::Location {
             uri: record.package_uri.clone(),
-            reason: format!("model file {} lies outside the package", manifest.model_file),
+            reason: format!(
+                "model file {} lies outside the package",
+                manifest.model_file
+            ),
         });
     }
     let bytes = std::fs::read(&model_file)
