@@ -4,7 +4,8 @@
 Generates seeded streams (numpy), writes every window as .npy, runs the Kiln example
 `services/monitor/examples/drift_windows.rs` (release build) and Evidently's DataDriftPreset
 (default per-column stat tests) on the same files, and prints a markdown table of windows until
-detection and false alarms per 100 windows at two alarm levels. See docs/MONITORING.md,
+detection and false alarms per 100 windows at two alarm levels, then how many of Kiln's
+uncorrected verdicts equal Evidently's. See docs/MONITORING.md,
 "Drift detection accuracy", for the definitions and the recorded result.
 
     /var/tmp/evidently-venv/bin/python bench/drift/streams.py [--out DIR] [--windows 100]
@@ -259,6 +260,20 @@ def main():
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(raw, f)
     print("\n".join(lines))
+    print(agreement(raw))
+
+
+def agreement(raw):
+    """How often Kiln's uncorrected verdicts equal Evidently's on the same windows."""
+    same = total = same_ds = total_ds = 0
+    for r in raw.values():
+        for k, e in zip(r["kiln"], r["evidently"]):
+            same += sum(a == b for a, b in zip(k["drifted"], e["drifted"]))
+            total += len(e["drifted"])
+            same_ds += k["dataset"] == e["dataset"]
+            total_ds += 1
+    return (f"\nKiln's uncorrected verdicts equal Evidently's in {same} of {total} "
+            f"feature-windows and {same_ds} of {total_ds} dataset verdicts.")
 
 
 if __name__ == "__main__":

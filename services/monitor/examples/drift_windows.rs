@@ -6,9 +6,10 @@
 //! ```
 //!
 //! Every `.npy` is a 2-D little-endian `float32`/`float64` array in C order (rows × features; a
-//! 1-D array is one feature); a directory stands for its `.npy` files in name order. The
-//! reference and each window are profiled as a worker profiles traffic (one [`ModelProfile`]
-//! with the default sketch configuration, `observe_row` per row) and each window is judged
+//! 1-D array is one feature); a directory stands for its `.npy` files in name order. Each
+//! window is profiled as a worker profiles traffic (one [`ModelProfile`] with the default
+//! sketch configuration, KLL k = [`DEFAULT_K`]: exact up to 1024 rows), the reference as
+//! `kiln profile` does (k = [`REFERENCE_K`]: exact up to 8192 rows), and each window is judged
 //! against the reference by [`judge_profiles`], the code path of `DriftReport`. One JSON line
 //! per window goes to stdout:
 //!

@@ -27,8 +27,9 @@ pub struct Config {
     /// checked on the copy) and workers load the copy. Unset: packages are used where they are.
     #[arg(long, env = "KILN_REPOSITORY")]
     pub repository: Option<PathBuf>,
-    /// Largest Admin request accepted, bytes.
-    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    /// Largest Admin request or telemetry push accepted, bytes (a push carries a window of every
+    /// version the worker serves: ~0.6 MiB per saturated 64-feature version).
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
     pub max_message_bytes: usize,
     /// Time a single Admin request may take before it fails with DEADLINE_EXCEEDED, seconds.
     #[arg(long, default_value_t = 30)]
@@ -107,7 +108,7 @@ impl Default for Config {
             reconcile_interval_ms: 1000,
             package_root: None,
             repository: None,
-            max_message_bytes: 4 * 1024 * 1024,
+            max_message_bytes: 32 * 1024 * 1024,
             request_timeout_secs: 30,
             shutdown_grace_secs: 5,
             instance_name: None,

@@ -50,7 +50,7 @@ pub fn schema_for(manifest: &Manifest) -> Result<ProfileSchema> {
 }
 
 /// An empty reference profile of the package: the live layout with [`REFERENCE_K`] sketches
-/// (exact up to ~1000 rows), so the reference side adds (almost) no error to drift tests.
+/// (exact up to 8192 rows), so the reference side adds (almost) no error to drift tests.
 fn empty(manifest: &Manifest) -> Result<ModelProfile> {
     let mut schema = schema_for(manifest)?;
     schema.config.kll_k = REFERENCE_K;

@@ -168,7 +168,7 @@ fn merged_split_profiles_equal_profiling_everything() {
 fn rank_error_is_what_the_docs_say() {
     let s = QuantileSketch::new(DEFAULT_K).unwrap();
     assert!(
-        (s.rank_error() - 0.0133).abs() < 0.0005,
+        (s.rank_error() - 0.0027).abs() < 0.0001,
         "{}",
         s.rank_error()
     );
@@ -185,13 +185,13 @@ fn memory_is_bounded_after_a_million_distinct_values() {
     }
     let s = f.sketch().unwrap();
     let bound = max_retained(DEFAULT_K, 1_000_000);
-    assert!(bound <= 700, "documented bound after 10^6 values: {bound}");
+    assert!(bound <= 3124, "documented bound after 10^6 values: {bound}");
     assert!(
         s.retained() <= bound,
         "retained {} > bound {bound}",
         s.retained()
     );
-    assert!(max_retained(DEFAULT_K, u64::MAX) <= 1036);
+    assert!(max_retained(DEFAULT_K, u64::MAX) <= 3476);
     let bytes = s.to_bytes().len();
     eprintln!(
         "after 10^6 values: retained {} (bound {bound}), serialized {bytes} bytes",
@@ -202,8 +202,8 @@ fn memory_is_bounded_after_a_million_distinct_values() {
         "serialized {bytes} bytes"
     );
     assert!(
-        bytes <= 3 * 1024,
-        "serialized {bytes} bytes, documented ~2.5 KiB"
+        bytes <= 13 * 1024,
+        "serialized {bytes} bytes, documented ~12 KiB"
     );
 }
 

@@ -65,7 +65,7 @@ fn fed(rng: &mut StdRng, rows: usize) -> ModelProfile {
 #[test]
 fn rows_and_batches_profile_the_same() {
     let mut rng = StdRng::seed_from_u64(1);
-    // Below KLL's first compaction (k = 200 items), so the sketches are exact and comparable.
+    // Below KLL's first compaction (DEFAULT_K items), so the sketches are exact and comparable.
     let rows: Vec<[f32; 4]> = (0..150).map(|_| rng.random()).collect();
     let s = ProfileSchema::numeric("x", 4);
     let mut by_row = ModelProfile::new("m", "1", &s).unwrap();
@@ -164,12 +164,13 @@ fn proto_round_trip_is_lossless() {
         pb::ModelProfile::from(&back),
         pb::ModelProfile::from(&empty)
     );
-    // A 64-feature profile of 10k rows stays small on the wire.
+    // A 64-feature profile of 10k rows (a 5 s window at the workers' row cap) stays within
+    // the documented ~9.4 KiB per feature on the wire (KLL k = 1024; measured 608 166 bytes).
     let mut big = ModelProfile::new("m", "1", &ProfileSchema::numeric("x", 64)).unwrap();
     let data: Vec<f32> = (0..640_000).map(|_| rng.random()).collect();
     big.observe_batch(10_000, 64, &data).unwrap();
     let size = pb::ModelProfile::from(&big).encoded_len();
-    assert!(size < 64 * 3 * 1024, "{size} bytes");
+    assert!(size < 64 * 10 * 1024, "{size} bytes");
 }
 
 #[test]

@@ -1,37 +1,37 @@
 //! Evidently's default drift rule fed from mergeable profiles (KLL sketches, moments, category
 //! counts) instead of raw samples: what the monitor computes for `DriftReport`.
 //!
-//! Per numeric feature (reference sketch R with n1 values, live sketch C with n2):
-//! - Support points: the union of both sketches' quantile grids (`GRID` = 1000 quantiles at
-//!   `(i + 0.5) / GRID`, plus the exact min and max). Every grid quantile is a retained item, so
-//!   with few distinct values the points are those values; `n_values` (for the test choice) is
-//!   the number of distinct points.
+//! Per numeric feature (reference sketch R with n1 values, live sketch C with n2), everything
+//! is computed from the two sketches' distributions themselves: their retained items with
+//! weights ([`QuantileSketch::weighted_items`]), merged on the union of their values (the
+//! support points; `n_values`, for the test choice, is their number). A sketch that still holds
+//! every value (n ≤ k: live windows up to [`DEFAULT_K`] = 1024 rows, references up to
+//! [`REFERENCE_K`] = 8192 rows) is the sample itself, and then every statistic below is SciPy's
+//! / Evidently's on the raw values (up to the `f32` rounding of the values, ~1e-7 relative).
 //! - KS (reference ≤ 1000 rows, > 5 values): statistic `D = max |F_R(x) - F_C(x)|` over the
-//!   points, p-value [`ks::ks_p_value`]`(n1_eff, n2_eff, D)` (SciPy's `ks_2samp` null, exact
-//!   branch up to 10 000). A sketch that still holds every value is exact (`n_eff = n`, and the
-//!   test is SciPy's). A compacted sketch answers the CDF with a random rank error of standard
-//!   deviation `σ ≈ ε / 2.576` (ε = KLL rank error at 99 %, ≈ 1.33 % for k = 200), which adds
-//!   to the empirical CDF's own variance `F(1 - F) / n ≤ 1 / (4n)`; the null is therefore taken
-//!   at the effective size `1 / n_eff = 1 / n + 4σ²` (n = 500: 475; 1000: 904; 2000: 1649;
-//!   at most ≈ 9 300 however large n). Without it the noise in `D` (measured: +0.0024 on
-//!   average, 95 % below +0.007, against a 5 % critical D of ≈ 0.053 for 1000 vs 2000 rows)
-//!   pushed the per-feature false-alarm rate on undrifted data to 5.7 % where SciPy's exact
-//!   KS on the same raw values gave 3.7 % (600 feature-trials); with it: 3.8 %, and 5.0 % on
-//!   another 600 (`tests/drift_false_alarms.rs`). σ comes from the a-priori bound; the
-//!   measured per-query error is about half of it (0.24 % rms at 1000 values, 0.23 % merged
-//!   at 2000), but with that smaller σ the rate stayed above SciPy's (5.0 % vs 3.7 %): the
-//!   maximum over ~2000 noisy points biases `D` upwards more than the per-point variance says.
-//!   Power barely moves (1000 → 904): a 0.5-std shift in 200 live rows is still detected
-//!   (same test file).
-//! - Wasserstein / std (reference > 1000 rows): W1 between the two 1000-quantile grids (equal
-//!   weights) divided by `max(std_ref, 0.001)` (population std from the exact moments). The grid
-//!   discretisation and the rank error bound the error by the distribution's spread within ε
-//!   (and 1/GRID) in rank.
-//! - ≤ 5 distinct values: counts per point from CDF differences (exact when the sketch still
-//!   holds every value, rank error ε otherwise), then chi-square / z / Jensen–Shannon on counts.
-//!   A value that one sketch holds with at most 2ε of its mass and the other not at all is
-//!   treated as compaction noise and left out (KLL may drop a value seen once or twice), so a
-//!   genuinely new value with a share ≤ 2ε does not count as drift here.
+//!   points (exact for the sketches' step CDFs), p-value [`ks::ks_p_value`]`(n1_eff, n2_eff,
+//!   D)` (SciPy's `ks_2samp` null, exact branch up to 10 000). An exact sketch has
+//!   `n_eff = n`. A compacted sketch answers the CDF with a random rank error of standard
+//!   deviation `σ ≈ ε / 2.576` (ε = KLL rank error at 99 %: 0.27 % at k = 1024), which adds to
+//!   the empirical CDF's own variance `F(1 - F) / n ≤ 1 / (4n)`; the null is therefore taken at
+//!   the effective size `1 / n_eff = 1 / n + 4σ²` (k = 1024: n = 2000 → 1982; 10 000 → 9 573;
+//!   at most ≈ 224 000 however large n). Without it the noise in `D` biases it upwards and the
+//!   false-alarm rate on undrifted data rises above SciPy's (measured at k = 200: 5.7 % vs
+//!   3.7 %, 600 feature-trials; `tests/drift_false_alarms.rs`).
+//! - Wasserstein / std (reference > 1000 rows): W1 between the two weighted item sets (SciPy's
+//!   `wasserstein_distance` with weights: `∫ |F_R - F_C| dx` over the merged support) divided by
+//!   `max(std_ref, 0.001)` (population std from the exact moments). A distance test has no
+//!   p-value to absorb sketch noise, and noise biases W1 upwards (the distance of a perturbed
+//!   distribution to another is on average larger); hence exact windows and references where
+//!   affordable. Measured with a 5000-row reference and 500-row windows: a compacted live
+//!   window (k = 200) flagged undrifted features 38–47 times per 100 windows where Evidently
+//!   flagged 35–41; a compacted reference (k = 1024) still 37–47; both exact: identical
+//!   verdicts (docs/MONITORING.md).
+//! - ≤ 5 distinct values: the item weights per point are the counts (exact when the sketch
+//!   holds every value, within ε of the mass otherwise), then chi-square / z / Jensen–Shannon.
+//!   A value that one sketch holds with at most 2ε of its mass and the other, compacted, not at
+//!   all is treated as compaction noise and left out (KLL may drop a value seen once or
+//!   twice), so a genuinely new value with a share ≤ 2ε does not count as drift there.
 //! - PSI on reference deciles: edges = reference quantiles 0.1..0.9 (deduplicated), shares from
 //!   CDF differences, Evidently's empty-bin filling.
 //!
@@ -39,12 +39,11 @@
 //! with [`rule::categorical_feature_drift`] and [`stats::psi_counts`].
 
 use kiln_telemetry::profile::{CategoryLabel, FeatureKind, FeatureProfile};
+#[cfg(doc)]
+use kiln_telemetry::profile::{DEFAULT_K, QuantileSketch, REFERENCE_K};
 
 use super::rule::{self, FeatureDrift, StatTest};
 use super::{DriftError, ks, stats};
-
-/// Quantiles per sketch on the grid.
-pub const GRID: usize = 1000;
 
 /// A feature's verdict with its extra scores.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -79,14 +78,24 @@ fn is_p_value(test: StatTest) -> bool {
     matches!(test, StatTest::Ks | StatTest::ChiSquare | StatTest::Z)
 }
 
-/// The `GRID` quantiles at `(i + 0.5) / GRID`, from one sorted view of the sketch.
-fn grid(f: &FeatureProfile) -> Vec<f64> {
-    let ranks: Vec<f64> = (0..GRID).map(|i| (i as f64 + 0.5) / GRID as f64).collect();
-    f.quantiles(&ranks).unwrap_or_default()
+/// The sketch's distribution: distinct values ascending with their weights (summing to the
+/// count); every value with count 1 while the sketch holds them all.
+fn items(f: &FeatureProfile) -> Vec<(f64, u64)> {
+    f.sketch().map(|s| s.weighted_items()).unwrap_or_default()
 }
 
+/// Whether the sketch has compacted (dropped values for weighted survivors).
+fn compacted(f: &FeatureProfile) -> bool {
+    f.sketch()
+        .is_some_and(|s| (s.retained() as u64) < s.count())
+}
+
+/// Rank error of a compacted sketch (99 %); 0 while it holds every value.
 fn rank_error(f: &FeatureProfile) -> f64 {
-    f.sketch().map_or(0.0, |s| s.rank_error())
+    match f.sketch() {
+        Some(s) if compacted(f) => s.rank_error(),
+        _ => 0.0,
+    }
 }
 
 /// Normal quantile of the confidence behind [`QuantileSketch::rank_error`]: it bounds a rank
@@ -98,18 +107,15 @@ const Z99: f64 = 2.576;
 /// The sample size whose empirical CDF is as noisy as this sketch's CDF: the sketch answers
 /// `F_n(x) + e(x)`, with the sampling variance `F(1 - F) / n ≤ 1 / (4n)` (the Brownian-bridge
 /// variance the KS null is scaled by) and an independent rank error of standard deviation `σ`,
-/// so `1 / n_eff = 1 / n + 4σ²`. A sketch still holding every value (retained = count) is
-/// exact: `n_eff = n`.
+/// so `1 / n_eff = 1 / n + 4σ²`. A sketch still holding every value is exact: `n_eff = n`.
 fn effective_n(f: &FeatureProfile) -> u64 {
     let n = f.count();
-    match f.sketch() {
-        Some(s) if (s.retained() as u64) < s.count() => {
-            let sigma = s.rank_error() / Z99;
-            let n_eff = 1.0 / (1.0 / n as f64 + 4.0 * sigma * sigma);
-            (n_eff.round() as u64).clamp(1, n)
-        }
-        _ => n,
+    let sigma = rank_error(f) / Z99;
+    if sigma == 0.0 {
+        return n;
     }
+    let n_eff = 1.0 / (1.0 / n as f64 + 4.0 * sigma * sigma);
+    (n_eff.round() as u64).clamp(1, n)
 }
 
 /// The CDF at strictly increasing `xs` (one sorted view; zeros when empty).
@@ -117,53 +123,44 @@ fn cdfs(f: &FeatureProfile, xs: &[f64]) -> Vec<f64> {
     f.cdfs(xs).unwrap_or_else(|| vec![0.0; xs.len()])
 }
 
-/// Counts per support point from the CDF there (`cdf`), rounded, summing to `n`.
-fn point_counts(f: &FeatureProfile, cdf: &[f64]) -> Vec<u64> {
-    let n = f.count() as f64;
-    let mut prev = 0.0;
-    cdf.iter()
-        .map(|&c| {
-            let k = ((c - prev).max(0.0) * n).round() as u64;
-            prev = c;
-            k
-        })
-        .collect()
+/// `max |F_R - F_C|` over the merged support of two aligned weight vectors.
+fn ks_statistic(wr: &[u64], wc: &[u64]) -> f64 {
+    let (tr, tc) = (wr.iter().sum::<u64>() as f64, wc.iter().sum::<u64>() as f64);
+    let (mut cr, mut cc, mut d) = (0u64, 0u64, 0.0f64);
+    for (a, b) in wr.iter().zip(wc) {
+        cr += a;
+        cc += b;
+        d = d.max((cr as f64 / tr - cc as f64 / tc).abs());
+    }
+    d
 }
 
 fn numeric(r: &FeatureProfile, c: &FeatureProfile) -> Result<SketchDrift, DriftError> {
-    let (qr, qc) = (grid(r), grid(c));
-    let mut points: Vec<f64> = qr.iter().chain(&qc).copied().collect();
-    points.extend(
-        [
-            r.quantile(0.0),
-            r.quantile(1.0),
-            c.quantile(0.0),
-            c.quantile(1.0),
-        ]
-        .into_iter()
-        .flatten(),
-    );
-    if points.iter().any(|x| !x.is_finite()) {
+    let (ir, ic) = (items(r), items(c));
+    if ir.is_empty() || ic.is_empty() {
+        return Err(DriftError::Empty);
+    }
+    if ir.iter().chain(&ic).any(|p| !p.0.is_finite()) {
         return Err(DriftError::NonFinite);
     }
-    points.sort_by(f64::total_cmp);
-    points.dedup();
     let (n1, n2) = (r.count(), c.count());
-    let (cdf_r, cdf_c) = (cdfs(r, &points), cdfs(c, &points));
+    // Weights of both sketches on the union of their values (the support points).
+    let (wr, wc) = stats::aligned_counts(&ir, &ic);
+    let mut n_values = wr.len();
     let mut counts = None;
-    let mut n_values = points.len();
     if n_values <= 5 {
-        // Few values: count them. A point both sketches give no mass is a rounding artefact; a
-        // point one sketch gives no mass and the other at most 2ε of its mass is compaction
-        // noise (a rare value the other sketch dropped), not a new category: both are left out.
-        let eps = 2.0 * rank_error(r).max(rank_error(c));
-        let (rc, cc): (Vec<u64>, Vec<u64>) = point_counts(r, &cdf_r)
-            .into_iter()
-            .zip(point_counts(c, &cdf_c))
+        // Few values: count them. A value one sketch holds and a compacted other lacks, with at
+        // most 2ε of the holder's mass, is compaction noise (KLL may drop a value seen once or
+        // twice), not a new category: it is left out.
+        let (er, ec) = (2.0 * rank_error(r), 2.0 * rank_error(c));
+        let (rc, cc): (Vec<u64>, Vec<u64>) = wr
+            .iter()
+            .zip(&wc)
+            .map(|(&a, &b)| (a, b))
             .filter(|&(a, b)| {
-                let noise = (a == 0 && (b as f64) <= eps * n2 as f64)
-                    || (b == 0 && (a as f64) <= eps * n1 as f64);
-                (a > 0 || b > 0) && !noise
+                let noise = (a == 0 && (b as f64) <= er * n2 as f64)
+                    || (b == 0 && (a as f64) <= ec * n1 as f64);
+                !noise
             })
             .unzip();
         n_values = rc.len();
@@ -172,16 +169,12 @@ fn numeric(r: &FeatureProfile, c: &FeatureProfile) -> Result<SketchDrift, DriftE
     let test = rule::default_stattest(rule::FeatureKind::Numerical, n1 as usize, n_values);
     let score = match test {
         StatTest::Ks => {
-            let d = cdf_r
-                .iter()
-                .zip(&cdf_c)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f64::max);
+            let d = ks_statistic(&wr, &wc);
             ks::ks_p_value(effective_n(r), effective_n(c), d).p_value
         }
         StatTest::Wasserstein => {
-            let w = |q: &[f64]| q.iter().map(|&x| (x, 1.0)).collect::<Vec<_>>();
-            let d = stats::wasserstein_weighted(&w(&qr), &w(&qc))?;
+            let w = |s: &[(f64, u64)]| s.iter().map(|&(x, k)| (x, k as f64)).collect::<Vec<_>>();
+            let d = stats::wasserstein_weighted(&w(&ir), &w(&ic))?;
             let std = r.moments().std_dev().unwrap_or(0.0);
             d / std.max(0.001)
         }
@@ -274,6 +267,58 @@ mod tests {
         f
     }
 
+    /// A reference profile as `kiln profile` builds it (`REFERENCE_K`).
+    fn reference_profile(values: &[f64]) -> FeatureProfile {
+        let config = SketchConfig {
+            kll_k: kiln_telemetry::profile::REFERENCE_K,
+            ..SketchConfig::default()
+        };
+        let mut f = FeatureProfile::new("x", FeatureKind::Numeric, &config).unwrap();
+        values.iter().for_each(|&v| f.observe(v));
+        f
+    }
+
+    /// `f32`-representable pseudo-normal values (the sketch stores `f32`).
+    fn sample(n: usize, seed: f64, shift: f64) -> Vec<f64> {
+        (0..n)
+            .map(|i| {
+                let u = ((i as f64 + seed) * 0.618_033_988_75).fract();
+                let z = (u * 0.98 + 0.01).ln() * -0.5 + (i as f64 * 0.37 + seed).sin();
+                f64::from((z + shift) as f32)
+            })
+            .collect()
+    }
+
+    /// Windows up to `DEFAULT_K` rows and references up to `REFERENCE_K` rows are held exactly,
+    /// and then the sketch rule is Evidently's rule on the raw values: KS with a ≤ 1000-row
+    /// reference, normed Wasserstein with a larger one.
+    #[test]
+    fn exact_sketches_give_the_raw_sample_verdicts() {
+        for (ref_rows, live_rows, test) in [
+            (1000, 1000, StatTest::Ks),
+            (1000, 500, StatTest::Ks),
+            (5000, 500, StatTest::Wasserstein),
+            (8000, 1000, StatTest::Wasserstein),
+        ] {
+            for shift in [0.0, 0.05, 0.2] {
+                let a = sample(ref_rows, 0.3, 0.0);
+                let b = sample(live_rows, 7.1, shift);
+                let exact = rule::numeric_feature_drift(&a, &b).unwrap();
+                let (r, c) = (reference_profile(&a), numeric_profile(b.iter().copied()));
+                assert_eq!(r.sketch().unwrap().retained(), ref_rows);
+                assert_eq!(c.sketch().unwrap().retained(), live_rows);
+                let got = feature_drift(&r, &c).unwrap();
+                assert_eq!(got.verdict.test, test);
+                assert_eq!(exact.test, test);
+                assert!(
+                    (got.verdict.score - exact.score).abs() < 1e-9,
+                    "{ref_rows}/{live_rows}/{shift}: {got:?} vs {exact:?}"
+                );
+                assert_eq!(got.verdict.drifted, exact.drifted);
+            }
+        }
+    }
+
     /// With samples small enough for the sketch to keep every value, KS matches SciPy's.
     #[test]
     fn small_samples_match_the_exact_ks() {
@@ -313,18 +358,17 @@ mod tests {
         assert!(!got.verdict.drifted);
     }
 
-    /// KLL rank error at the default k = 200 (99 % confidence).
-    const DEFAULT_K_RANK_ERROR: f64 = 0.0133;
-
     #[test]
     fn large_references_use_wasserstein() {
         let a = (0..5000).map(|i| (i % 100) as f64);
         let b = (0..3000).map(|i| (i % 100) as f64 + 20.0);
-        let got = feature_drift(&numeric_profile(a), &numeric_profile(b)).unwrap();
+        let (r, c) = (numeric_profile(a), numeric_profile(b));
+        let got = feature_drift(&r, &c).unwrap();
         assert_eq!(got.verdict.test, StatTest::Wasserstein);
-        // W1 = 20, std ≈ 28.9. KLL compaction is randomised: each grid quantile's rank is off
-        // by at most ε per sketch, so W1 by at most 2ε × the value range (99).
-        let bound = 2.0 * DEFAULT_K_RANK_ERROR * 99.0 / 28.866;
+        // W1 = 20, std ≈ 28.9. KLL compaction is randomised: each sketch's CDF is off by at
+        // most its rank error ε (99 %), so W1 = ∫ |F_R - F_C| by at most 2ε × the value range.
+        let eps = r.sketch().unwrap().rank_error();
+        let bound = 2.0 * eps * 99.0 / 28.866;
         assert!(
             (got.verdict.score - 20.0 / 28.866).abs() < bound,
             "{got:?} (bound {bound})"

@@ -13,12 +13,14 @@
 //!
 //! # Memory bound
 //!
-//! One window holds one merged [`ModelProfile`]: ≤ 10 KiB per numeric feature, ≤ 14 KiB per
-//! categorical feature or label output, 26 KiB of HDR latency (see `kiln_telemetry::profile`).
-//! The store holds at most `max_versions × max_windows` of them: with the defaults (64 versions,
-//! 60 windows) and a 64-feature model with 2 outputs that is ≤ 64 × 60 × 694 KiB ≈ 2.5 GiB
-//! worst case, ~0.8 GiB typical (2.5-5 KiB per feature); size `--telemetry-versions` and
-//! `--telemetry-windows` to the models served (10 versions × 60 windows ≈ 400 MiB worst case).
+//! One window holds one merged [`ModelProfile`]: ≤ 29 KiB per numeric feature (KLL k = 1024;
+//! a window of ≤ 1024 rows is held exactly, ≤ 8 KiB), ≤ 14 KiB per categorical feature or
+//! label output, 26 KiB of HDR latency (see `kiln_telemetry::profile`). The store holds at
+//! most `max_versions × max_windows` of them: with the defaults (64 versions, 60 windows) and
+//! a 64-feature model with 2 outputs that is ≤ 64 × 60 × 1.9 MiB ≈ 7 GiB worst case, ~3 GiB
+//! with windows of 10⁴ rows, ~1-2 GiB with windows of ≤ 1024 rows; size `--telemetry-versions`
+//! and `--telemetry-windows` to the models served (10 versions × 60 windows ≈ 1.1 GiB worst
+//! case).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;

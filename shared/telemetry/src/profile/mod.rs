@@ -18,7 +18,7 @@
 //!
 //! | crate | sketch | last release | merge | serialization | guarantee |
 //! |---|---|---|---|---|---|
-//! | `datasketches` 0.6 (Apache DataSketches) | KLL | 2026-10 (every ~2 months) | yes | compact binary, same as the Java/C++/Python ports | **rank** error ≤ ε (k=200: 1.33 %) |
+//! | `datasketches` 0.6 (Apache DataSketches) | KLL | 2026-10 (every ~2 months) | yes | compact binary, same as the Java/C++/Python ports | **rank** error ≤ ε (k=1024: 0.27 %), exact up to k values |
 //! | `sketches-ddsketch` 0.4 | DDSketch | 2026-10 | yes | own / Java-compatible | **relative value** error α |
 //! | `tdigest` 1.0 | t-digest | 2026-09 | yes (not associative) | serde | none proven (good tails) |
 //!
@@ -43,23 +43,34 @@
 //! Items are stored as `f32` (the inputs' type; f64 inputs are rounded, ~1e-7 relative, far
 //! below ε).
 //!
-//! # Memory bounds (defaults: k = [`DEFAULT_K`] = 200, category cap = [`DEFAULT_CATEGORY_CAP`] = 64)
+//! # Memory bounds (defaults: k = [`DEFAULT_K`] = 1024 live, [`REFERENCE_K`] = 8192 reference)
 //!
-//! - Numeric feature: the KLL sketch retains at most [`max_retained`]`(k, n)` items of 4 bytes:
-//!   684 after 10⁶ values (614 measured), 1036 for any n < 2⁶⁴. Heap ≤ 2 × 4 × retained (Vec
-//!   growth slack) + 24 bytes per level ⇒ **≤ 6 KiB after 10⁶ values, ≤ 10 KiB ever**
-//!   (~2.5-5 KiB typical), plus ~150 bytes of fixed fields (name, moments, counts).
-//!   Serialized: ~2.5 KiB (2,536 bytes measured after 10⁶ values).
-//! - Categorical feature / label output: at most `cap` categories (others go to an "other"
-//!   bucket): ≤ 64 × (16 bytes + label ≤ [`MAX_LABEL_BYTES`] + 40) with hash slack < 2× ⇒
+//! - Numeric feature, live: the KLL sketch retains at most [`max_retained`]`(k, n)` items of 4
+//!   bytes, and exactly `n` while `n ≤ k` (a window of up to 1024 rows is held exactly, so the
+//!   drift rule sees the raw sample: 500 rows = 2,000 bytes of items). After that: ≤ 3076
+//!   items after 10⁴ values (2,348 measured), ≤ 3124 after 10⁶ (3,004 measured), 3476 for any
+//!   n < 2⁶⁴. Heap ≤ 2 × 4 × retained (Vec growth slack) + 24 bytes per level ⇒ **≤ 8 KiB for
+//!   a window of ≤ 1024 rows, ≤ 25 KiB after 10⁶ values, ≤ 29 KiB ever** (~10-12 KiB
+//!   typical for a compacted window), plus ~150 bytes of fixed fields (name, moments,
+//!   counts). Serialized (what a worker pushes per feature and window): 4 bytes per value up
+//!   to 1024 values (2,032 bytes for 500), ~9.4 KiB for 10⁴ values (a 5 s window at the
+//!   workers' default cap of 2 000 rows/s), 12,084 bytes after 10⁶. (With k = 200: ≤ 10 KiB
+//!   heap, ~2.5 KiB serialized, but windows of more than 200 rows were compacted and their
+//!   drift verdicts noisier than Evidently's; see [`DEFAULT_K`].)
+//! - Numeric feature, reference (one per model version, built by `kiln profile`): exact up to
+//!   8192 rows (4 bytes per row), ≤ 24 594 items after 10⁶ rows, 24 946 ever ⇒ **≤ 98 KiB**
+//!   per feature (a 64-feature reference of a large training set ≈ 6 MiB, in memory and on
+//!   disk).
+//! - Categorical feature / label output: at most `cap` ([`DEFAULT_CATEGORY_CAP`] = 64)
+//!   categories (others go to an "other" bucket): ≤ 64 × (16 bytes + label ≤ [`MAX_LABEL_BYTES`] + 40) with hash slack < 2× ⇒
 //!   **≤ 14 KiB** with string labels, ~2 KiB with integer labels.
 //! - Latency: one fixed HDR histogram, 1 µs .. 1 h at 2 significant digits: 3,328 u64 counters
 //!   = **26 KiB** per profile (larger latencies clamp to 1 h).
 //! - Outlier model ([`outlier`], reference profiles only): ≤ 256 × 256 `f64` = 512 KiB (64
 //!   features: 32 KiB), diagonal above 256 features; live profiles carry two counters.
 //! - [`ProfileWindow`]: at most `max_closed + 1` profiles. E.g. 64 numeric features, 2 label
-//!   outputs, 12 windows kept: ≤ 13 × (64 × 10 + 2 × 14 + 26) KiB ≈ 8.8 MiB per model version
-//!   worst case, ~3 MiB typical.
+//!   outputs, 12 windows kept: ≤ 13 × (64 × 29 + 2 × 14 + 26) KiB ≈ 24 MiB per model version
+//!   worst case, ~11 MiB with windows of 10⁴ rows, ~4-7 MiB with windows of ≤ 1024 rows.
 
 mod categories;
 mod feature;
@@ -93,7 +104,8 @@ pub const MAX_DECODED_CATEGORIES: usize = 4096;
 /// Sketch parameters of a profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SketchConfig {
-    /// KLL accuracy parameter (8..=65535): rank error ≈ 2.3 / k^0.97 (k = 200: 1.33 %).
+    /// KLL accuracy parameter (8..=65535): exact up to k values, then rank error ≈ 2.3 / k^0.97
+    /// (k = 1024: 0.27 %).
     pub kll_k: u16,
     /// Most categories tracked per categorical feature or label output.
     pub category_cap: usize,

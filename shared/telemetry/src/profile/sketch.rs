@@ -1,26 +1,36 @@
 //! [`QuantileSketch`]: a KLL sketch (Apache DataSketches) of `f32` values.
 //!
-//! Guarantees (k = [`DEFAULT_K`] = 200): any rank or CDF answer is within
-//! [`QuantileSketch::rank_error`] (≈ 1.33 %, single-sided, 99 % confidence) of the true
-//! normalized rank, whatever the distribution, its location or its scale; a quantile answer is
-//! a value whose true rank is within that error of the asked rank. Merging two sketches keeps
-//! the same guarantee for the union stream. At most `3k + 8·L` items are retained, `L` the
-//! number of levels (`L ≤ ⌈log2(n / 8)⌉ + 1` for `n` values), so memory stays at a few KiB
-//! whatever the number of values.
+//! Guarantees: while a sketch has seen at most `k` values it holds every one of them (no
+//! compaction yet), so every answer is the sample's own. Past that, any rank or CDF answer is
+//! within [`QuantileSketch::rank_error`] (k = [`DEFAULT_K`] = 1024: ≈ 0.27 %; k =
+//! [`REFERENCE_K`] = 8192: ≈ 0.036 %; single-sided, 99 % confidence) of the true normalized
+//! rank, whatever the distribution, its location or its scale; a quantile answer is a value
+//! whose true rank is within that error of the asked rank. Merging two sketches keeps the same
+//! guarantee for the union stream (and a merge of at most `k` values in all stays exact). At
+//! most [`max_retained`]`(k, n)` items are retained (`≈ 3k + 8·L`, `L` the number of levels,
+//! `L ≤ ⌈log2(n / 8)⌉ + 1` for `n` values), so memory stays bounded whatever the number of
+//! values (figures: the [`profile`](super) module's memory bounds).
 
 use datasketches::common::SearchCriteria;
 use datasketches::kll::{KllFloat, KllSketch};
 
 use super::ProfileError;
 
-/// Default KLL accuracy parameter: ≈ 1.33 % normalized rank error, ~600 items retained.
-pub const DEFAULT_K: u16 = 200;
+/// KLL parameter of live profiles (what workers push per window): a window of up to 1024 rows
+/// per feature (Evidently's rule compares windows of hundreds of rows with references of
+/// ≤ 1000 rows in its KS regime) is held exactly, so its drift statistics are the raw
+/// sample's; a larger one is within ≈ 0.27 % in rank. ≤ 3124 items (12 KiB) per feature after
+/// 10⁶ values, ≤ 3476 ever. With k = 200 (≈ 1.33 %, ≤ 1036 items) a 500-row window was
+/// compacted and its noise made the drift rule flag undrifted features more often than
+/// Evidently on the raw rows (docs/MONITORING.md, "Drift detection accuracy").
+pub const DEFAULT_K: u16 = 1024;
 
-/// KLL parameter of reference profiles (built once from training data, never merged with live
-/// ones): a sketch holds its first ~1000 values exactly, so a reference of up to 1000 rows (the
-/// KS regime of Evidently's rule) is exact, and a larger one is within ≈ 0.3 % in rank; ≤ ~3000
-/// items (12 KiB) per feature.
-pub const REFERENCE_K: u16 = 1024;
+/// KLL parameter of reference profiles (built once from training data by `kiln profile`, one
+/// per model version, never merged with live ones): a reference of up to 8192 rows is held
+/// exactly (the Wasserstein regime of Evidently's rule starts above 1000 rows, and a distance
+/// test has no p-value to absorb sketch noise), a larger one is within ≈ 0.036 % in rank;
+/// ≤ 24 946 items (≤ 98 KiB) per feature whatever the number of rows.
+pub const REFERENCE_K: u16 = 8192;
 
 /// Upper bound on the items a KLL sketch with parameter `k` retains after `n` values: the sum
 /// of its level capacities (`k·(2/3)^d`, at least 8) over at most `⌊log2 n⌋ + 2` levels (an
@@ -135,6 +145,37 @@ impl QuantileSketch {
         Some(out)
     }
 
+    /// The sketch's distribution exactly as it answers queries: its distinct retained values in
+    /// increasing order, each with its weight (how many stream values it stands for; an item
+    /// kept at KLL level `h` weighs `2^h`, equal values are summed). The weights sum to
+    /// [`Self::count`]; while the sketch holds every value ([`Self::retained`] = count) these
+    /// are the exact value counts of the stream. At most [`Self::retained`] pairs; empty when
+    /// the sketch is.
+    ///
+    /// The crate exposes no iterator over its sorted view, so the pairs are read through it:
+    /// the item at cumulative weight `w` (quantile at rank `(w - ½) / n`, which rounds up to
+    /// `w` exactly) and the cumulative weight up to and including that item (its inclusive
+    /// rank × n), one step per distinct value.
+    pub fn weighted_items(&self) -> Vec<(f64, u64)> {
+        let view = self.kll.sorted_view();
+        let total = view.total_weight();
+        let mut out = Vec::new();
+        let mut below = 0u64;
+        while below < total {
+            let rank = (below as f64 + 0.5) / total as f64;
+            let Ok(Some(item)) = view.quantile(rank, SearchCriteria::Inclusive) else {
+                break;
+            };
+            let Some(upto) = view.rank(&item, SearchCriteria::Inclusive) else {
+                break;
+            };
+            let upto = ((upto * total as f64).round() as u64).clamp(below + 1, total);
+            out.push((f64::from(item.into_inner()), upto - below));
+            below = upto;
+        }
+        out
+    }
+
     /// The sketch in DataSketches' compact binary format.
     pub fn to_bytes(&self) -> Vec<u8> {
         self.kll.serialize()
@@ -199,11 +240,41 @@ mod tests {
     }
 
     #[test]
-    fn a_reference_sketch_holds_1000_values_exactly() {
-        let mut s = QuantileSketch::new(REFERENCE_K).unwrap();
-        (0..1000).for_each(|i| s.add(i as f32));
-        assert_eq!(s.retained(), 1000);
-        assert_eq!(s.cdf(499.0), Some(0.5));
+    fn weighted_items_are_the_sketch_distribution() {
+        let mut s = QuantileSketch::new(DEFAULT_K).unwrap();
+        assert!(s.weighted_items().is_empty());
+        for v in [2.0f32, -1.0, 2.0, 7.5, 2.0] {
+            s.add(v);
+        }
+        assert_eq!(s.weighted_items(), vec![(-1.0, 1), (2.0, 3), (7.5, 1)]);
+        // Compacted: weights are powers of two summed per value, the total is the count, and
+        // the CDF of the pairs is the sketch's CDF at every pair.
+        let mut s = QuantileSketch::new(8).unwrap();
+        (0..5000).for_each(|i| s.add(((i * 7919) % 1000) as f32 / 10.0));
+        let items = s.weighted_items();
+        assert!(items.len() <= s.retained() && s.retained() < 5000);
+        assert_eq!(items.iter().map(|p| p.1).sum::<u64>(), 5000);
+        assert!(items.windows(2).all(|w| w[0].0 < w[1].0));
+        let mut below = 0;
+        for &(x, w) in &items {
+            below += w;
+            assert_eq!(s.cdf(x), Some(below as f64 / 5000.0), "x = {x}");
+        }
+    }
+
+    #[test]
+    fn sketches_hold_their_first_k_values_exactly() {
+        for k in [DEFAULT_K, REFERENCE_K] {
+            let mut s = QuantileSketch::new(k).unwrap();
+            (0..k).rev().for_each(|i| s.add(f32::from(i)));
+            assert_eq!(s.retained(), usize::from(k));
+            assert_eq!(s.cdf(f64::from(k / 2 - 1)), Some(0.5));
+            let items = s.weighted_items();
+            assert_eq!(items.len(), usize::from(k));
+            assert!(items.iter().enumerate().all(|(i, &p)| p == (i as f64, 1)));
+            s.add(0.5);
+            assert!(s.retained() < usize::from(k), "compacted past k");
+        }
     }
 
     #[test]
