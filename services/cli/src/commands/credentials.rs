@@ -1,9 +1,60 @@
 //! `kiln certs dev` and `kiln token new`.
 
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
 use kiln_security::{Role, devcerts, tokens};
 
-use crate::args::{CertsCommand, RoleArg, TokenCommand};
 use crate::output::emit;
+
+/// `kiln certs`.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// A development CA and a certificate per process (not for production: see
+    /// docs/SECURITY.md). Reuses the CA already in DIR, so running it again rotates the leaves.
+    Dev(CertsDevArgs),
+}
+
+/// `kiln certs dev`.
+#[derive(Debug, Clone, Args)]
+pub struct CertsDevArgs {
+    /// Directory to write `ca.pem`, `ca.key` and `<name>.pem`/`<name>.key` into.
+    #[arg(long, default_value = "kiln-certs")]
+    pub out: PathBuf,
+    /// Names to issue certificates for (one per process kind, plus clients).
+    #[arg(long = "name", default_values_t = ["gateway".to_string(), "worker".into(), "monitor".into(), "client".into(), "etcd".into()])]
+    pub names: Vec<String>,
+    /// Extra DNS names or IP addresses every certificate is valid for.
+    #[arg(long = "san")]
+    pub sans: Vec<String>,
+}
+
+/// `kiln token`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a fresh random token and the line to add to a `--tokens-file`.
+    New(TokenNewArgs),
+}
+
+/// Token roles on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// Inference and metadata.
+    Infer,
+    /// Also changes the cluster (repository load/unload, kiln.v1.Admin).
+    Admin,
+}
+
+/// `kiln token new`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenNewArgs {
+    /// The client's name (shown in PERMISSION_DENIED messages and per-client limits).
+    #[arg(long)]
+    pub client: String,
+    /// What the token may do.
+    #[arg(long, value_enum, default_value_t = RoleArg::Infer)]
+    pub role: RoleArg,
+}
 
 /// `kiln certs dev`: writes the CA and certificates, then prints how to use them.
 pub fn certs(command: CertsCommand) -> anyhow::Result<()> {
