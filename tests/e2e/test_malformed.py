@@ -73,9 +73,9 @@ class Case:
     sent as is; `code` and every string of `named` are what the answer must carry."""
 
     def __init__(self, name, what, request, code, named, n=None, threads=THREADS, timeout=10.0,
-                 raw_bytes=False, max_seconds=None, tolerate_ok=False):
+                 raw_bytes=False, max_seconds=None, tolerate_ok=False, also=frozenset()):
         self.name, self.what, self.request = name, what, request
-        self.tolerate_ok = tolerate_ok
+        self.tolerate_ok, self.also = tolerate_ok, also
         self.code, self.named = code, named
         self.n, self.threads, self.timeout = n, threads, timeout
         self.raw_bytes, self.max_seconds = raw_bytes, max_seconds
@@ -128,10 +128,12 @@ CASES = [
     # timer has the same resolution. So a request that is quick enough is served in time and
     # comes back OK; those are tolerated (`tolerate_ok`) and counted, everything else must be
     # DEADLINE_EXCEEDED (from the client's timer, or the gateway's "deadline exceeded after N
-    # attempt(s)").
+    # attempt(s)"), or tonic's own server-side timer on the `grpc-timeout` header, which runs
+    # outside every Kiln layer and answers CANCELLED "Timeout expired" when it fires first (seen
+    # 2 of 300 in one CI run; tolerated as `also`, and counted in the table).
     Case("expired deadline", "a good request with timeout=0.0001 s",
          good_request(), grpc.StatusCode.DEADLINE_EXCEEDED, ["deadline exceeded"], timeout=0.0001,
-         tolerate_ok=True),
+         tolerate_ok=True, also={(grpc.StatusCode.CANCELLED, "Timeout expired")}),
     Case("64 KiB model name", "model_name of 65536 bytes",
          mutated(lambda r, t: setattr(r, "model_name", LONG_NAME)),
          grpc.StatusCode.NOT_FOUND, ["unknown model"], max_seconds=1.0),
@@ -277,6 +279,7 @@ def test_malformed_request_gets_its_status(malformed_cluster, case):
     if case.tolerate_ok:
         assert any(code == case.code for code, _ in seen), summary
         seen = {k: v for k, v in seen.items() if k[0] != grpc.StatusCode.OK}
+    seen = {k: v for k, v in seen.items() if k not in case.also}
     for (code, details), count in seen.items():
         assert code == case.code, f"{count} of {n}: {code.name}: {details[:500]}"
         for named in case.named:
