@@ -430,6 +430,7 @@ impl Agent {
         let settings = Settings {
             threads,
             capacity: usize::try_from(manifest.batching.max_queue_size).unwrap_or(usize::MAX),
+            refuse_when_busy: manifest.batching.refuse_when_busy,
             policy: if self.cfg.dynamic_batching {
                 Policy::from_manifest(&manifest)
             } else {

@@ -47,6 +47,17 @@ pub enum WorkerError {
         /// The queue's capacity.
         capacity: usize,
     },
+    /// Every compute instance of the model version is running a batch and the version refuses
+    /// to queue behind them (`refuse_when_busy`); the caller should back off or go elsewhere.
+    #[error("every compute instance of {model} version {version} is busy ({instances} running)")]
+    Busy {
+        /// Model name.
+        model: String,
+        /// Model version.
+        version: String,
+        /// Compute instances of the version.
+        instances: usize,
+    },
     /// A message exceeds the configured size limit.
     #[error("{0}")]
     TooLarge(String),
@@ -92,7 +103,9 @@ impl WorkerError {
             WorkerError::InvalidInput { .. }
             | WorkerError::InvalidOutput { .. }
             | WorkerError::InvalidRequest(_) => Code::InvalidArgument,
-            WorkerError::QueueFull { .. } | WorkerError::TooLarge(_) => Code::ResourceExhausted,
+            WorkerError::QueueFull { .. } | WorkerError::Busy { .. } | WorkerError::TooLarge(_) => {
+                Code::ResourceExhausted
+            }
             WorkerError::DeadlineExceeded => Code::DeadlineExceeded,
             WorkerError::Unavailable(_) => Code::Unavailable,
             WorkerError::Unimplemented(_) => Code::Unimplemented,

@@ -6,6 +6,8 @@
 //! Guarantees:
 //! - [`Executor::submit`] never blocks: if the queue is full it fails at once with
 //!   [`WorkerError::QueueFull`] (RESOURCE_EXHAUSTED), the back-pressure signal of DESIGN.md §6;
+//! - with `refuse_when_busy`, a request arriving while every thread computes is refused at once
+//!   ([`WorkerError::Busy`]) instead of queueing behind the running batches;
 //! - high-priority requests are taken before normal ones; within a level, oldest first;
 //! - one thread at a time forms a batch (the others wait or compute), so concurrent requests
 //!   gather into one batch rather than spreading over idle threads;
@@ -83,6 +85,9 @@ pub struct Settings {
     pub threads: usize,
     /// Queued requests before new ones are refused (at least one).
     pub capacity: usize,
+    /// Refuse new requests while every thread is computing (see
+    /// `kiln_model::BatchingConfig::refuse_when_busy`).
+    pub refuse_when_busy: bool,
     /// How batches are formed.
     pub policy: Policy,
     /// Told of every execution.
@@ -95,6 +100,7 @@ impl Settings {
         Self {
             threads,
             capacity,
+            refuse_when_busy: false,
             policy: Policy::default(),
             on_execution: Arc::new(|_| {}),
         }
@@ -132,6 +138,8 @@ struct State {
     queue: Queues<Job>,
     /// A thread is forming a batch; the others leave the queue to it.
     forming: bool,
+    /// Threads running a batch now.
+    computing: usize,
     closed: bool,
 }
 
@@ -167,6 +175,8 @@ pub struct Executor {
     model: String,
     version: String,
     capacity: usize,
+    /// Compute threads, when requests are refused while all of them compute; else `None`.
+    refuse_when_busy: Option<usize>,
     shared: Arc<Shared>,
 }
 
@@ -179,6 +189,7 @@ impl Executor {
         settings: Settings,
     ) -> std::io::Result<Self> {
         let capacity = settings.capacity.max(1);
+        let threads = settings.threads.max(1);
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
@@ -191,9 +202,10 @@ impl Executor {
             model: model.to_string(),
             version: version.to_string(),
             capacity,
+            refuse_when_busy: settings.refuse_when_busy.then_some(threads),
             shared,
         };
-        for i in 0..settings.threads.max(1) {
+        for i in 0..threads {
             let shared = executor.shared.clone();
             let runner = runner.clone();
             // On a spawn failure `executor` drops, closing the queue for the threads started.
@@ -209,20 +221,29 @@ impl Executor {
         self.capacity
     }
 
-    /// Fails with [`WorkerError::QueueFull`] if the queue is full now: lets a caller refuse a
-    /// request before paying for decoding it. [`Self::submit`] checks again when it queues.
+    /// Fails with [`WorkerError::QueueFull`] if the queue is full now (or
+    /// [`WorkerError::Busy`], refusing while busy, if every thread computes): lets a caller
+    /// refuse a request before paying for decoding it. [`Self::submit`] checks again when it
+    /// queues.
     pub fn admit(&self) -> Result<(), WorkerError> {
-        if self.shared.lock().queue.len() >= self.capacity {
-            return Err(self.full());
-        }
-        Ok(())
+        self.room(&self.shared.lock())
     }
 
-    fn full(&self) -> WorkerError {
-        WorkerError::QueueFull {
-            model: self.model.clone(),
-            version: self.version.clone(),
-            capacity: self.capacity,
+    fn room(&self, state: &State) -> Result<(), WorkerError> {
+        if state.queue.len() >= self.capacity {
+            return Err(WorkerError::QueueFull {
+                model: self.model.clone(),
+                version: self.version.clone(),
+                capacity: self.capacity,
+            });
+        }
+        match self.refuse_when_busy {
+            Some(threads) if state.computing >= threads => Err(WorkerError::Busy {
+                model: self.model.clone(),
+                version: self.version.clone(),
+                instances: threads,
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -266,9 +287,7 @@ impl Executor {
                     self.model, self.version
                 )));
             }
-            if state.queue.len() >= self.capacity {
-                return Err(self.full());
-            }
+            self.room(&state)?;
             state.queue.push(job, priority);
         }
         self.shared.wake.notify_all();
@@ -288,8 +307,8 @@ impl Drop for Executor {
     }
 }
 
-/// Waits for a request and forms a batch around it (empty if all of it died while waiting);
-/// `None` once closed and drained.
+/// Waits for a request and forms a batch around it (empty if all of it died while waiting),
+/// counting this thread as computing; `None` once closed and drained.
 fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
     let mut dead = Vec::new();
     let mut state = shared.lock();
@@ -324,6 +343,7 @@ fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
         }
     }
     state.forming = false;
+    state.computing += 1;
     drop(state);
     batch::prune(&mut jobs, &mut dead, Instant::now());
     // Another thread may form the next batch while this one computes.
@@ -337,6 +357,7 @@ fn compute_loop(shared: &Shared, runner: &dyn Runner) {
         if !jobs.is_empty() {
             execute(shared, runner, jobs);
         }
+        shared.lock().computing -= 1;
     }
 }
 

@@ -130,6 +130,45 @@ async fn full_queue_is_refused_at_once() {
 }
 
 #[tokio::test]
+async fn refusing_when_busy_admits_only_while_a_thread_is_free() {
+    let h = fake(true);
+    let runs = Arc::new(Mutex::new(h.runs));
+    let settings = Settings {
+        refuse_when_busy: true,
+        ..Settings::new(1, 8)
+    };
+    let ex = Arc::new(Executor::start("m", "1", h.fake, settings).unwrap());
+    let first = tokio::spawn({
+        let ex = ex.clone();
+        async move { ex.submit(x(&[1.0]), None, NORMAL).await }
+    });
+    // The only thread computes: with room in the queue, a request is still refused at once.
+    next_run(&runs).await;
+    let refused = ex.submit(x(&[2.0]), None, NORMAL).await.map(|_| ());
+    assert!(
+        matches!(refused, Err(WorkerError::Busy { instances: 1, .. })),
+        "{refused:?}"
+    );
+    let status = tonic::Status::from(refused.unwrap_err());
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert!(matches!(ex.admit(), Err(WorkerError::Busy { .. })));
+    let go = h.go.unwrap();
+    go.send(()).unwrap();
+    assert!(first.await.unwrap().is_ok());
+    // Once the thread is free again, requests are admitted and computed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ex.admit().is_err() {
+        assert!(Instant::now() < deadline, "the thread never became free");
+        tokio::task::yield_now().await;
+    }
+    go.send(()).unwrap();
+    let out = ex.submit(x(&[3.0]), None, NORMAL).await.unwrap();
+    assert_eq!(y(&out), vec![6.0]);
+    // The refused request never ran.
+    assert_eq!(next_run(&runs).await, vec![3.0]);
+}
+
+#[tokio::test]
 async fn expired_deadline_skips_compute() {
     let h = fake(false);
     let ex = Executor::start("m", "1", h.fake, Settings::new(1, 4)).unwrap();

@@ -109,9 +109,9 @@ impl FailureReason {
     /// The class of a worker error.
     pub fn of(e: &WorkerError) -> Self {
         match e {
-            WorkerError::QueueFull { .. } | WorkerError::DeadlineExceeded => {
-                FailureReason::Rejected
-            }
+            WorkerError::QueueFull { .. }
+            | WorkerError::Busy { .. }
+            | WorkerError::DeadlineExceeded => FailureReason::Rejected,
             WorkerError::Model(ModelError::InvalidInput { .. }) => FailureReason::Other,
             WorkerError::Model(_) | WorkerError::Internal(_) => FailureReason::Backend,
             _ => FailureReason::Other,

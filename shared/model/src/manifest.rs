@@ -81,6 +81,12 @@ pub struct BatchingConfig {
     /// DEADLINE_EXCEEDED and never computed.
     #[serde(default)]
     pub default_timeout_microseconds: u64,
+    /// Refuse a request at once (RESOURCE_EXHAUSTED) while every compute instance is running a
+    /// batch, rather than queueing it behind them: an admitted request then waits only for the
+    /// batch being formed (at most `max_queue_delay_microseconds`), never for one in compute.
+    /// Latency over throughput under overload; `max_queue_size` still bounds the queue.
+    #[serde(default)]
+    pub refuse_when_busy: bool,
 }
 
 impl Default for BatchingConfig {
@@ -90,6 +96,7 @@ impl Default for BatchingConfig {
             preferred_batch_size: Vec::new(),
             max_queue_size: default_queue(),
             default_timeout_microseconds: 0,
+            refuse_when_busy: false,
         }
     }
 }
@@ -218,5 +225,18 @@ mod tests {
         assert_eq!(instances(4).unwrap().instance_count, Some(4));
         assert!(instances(0).is_err());
         assert!(instances(MAX_INSTANCE_COUNT + 1).is_err());
+    }
+
+    #[test]
+    fn batching_policy_defaults_to_queueing_and_reads_refuse_when_busy() {
+        let base = "name='m'\nversion='1'\n[[inputs]]\nname='x'\ndatatype='FP32'\ndims=[2]\n\
+                    [[outputs]]\nname='y'\ndatatype='FP32'\ndims=[1]\n";
+        let m = Manifest::parse(base).unwrap();
+        assert!(!m.batching.refuse_when_busy);
+        assert_eq!(m.batching.max_queue_size, 1024);
+        let busy = format!("{base}[batching]\nrefuse_when_busy = true\nmax_queue_size = 8\n");
+        let m = Manifest::parse(&busy).unwrap();
+        assert!(m.batching.refuse_when_busy);
+        assert_eq!(m.batching.max_queue_size, 8);
     }
 }
