@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Markdown tables from the raw output of deploy/gpu/cpu_bench.sh.
+"""Markdown tables from the raw output of deploy/gpu/cpu_bench.sh and deploy/gpu/overload.sh.
 
     python3 loadtest/summarize_cpu_bench.py DIR
 
-DIR holds, per worker CPU count W, `overload-wW-{unloaded,over}.json` (kiln-loadtest),
-`overload-wW-rss.txt` (KiB every 0.5 s) and `overload-wW-m{0,1,2}.txt` (the worker's /metrics
-before the unloaded run, between the runs, after the overload); and per model and batching
+DIR holds, per overload run LABEL (`wW` for W worker CPUs in cpu_bench.sh, BACKEND-MODEL-kK-cC
+in overload.sh), `overload-LABEL-{unloaded,over}.json` (kiln-loadtest), `overload-LABEL-rss.txt`
+(KiB every 0.5 s) and `overload-LABEL-m{0,1,2}.txt` (the worker's /metrics before the unloaded
+run, between the runs, after the overload); and per model and batching
 mode `batching-MODEL-LABEL-cC.txt` (perf_analyzer -v) with `.m0`/`.m1` (/metrics around it).
 """
 
@@ -31,38 +32,47 @@ def delta(a: dict, b: dict, key: str) -> float:
     return b.get(key, 0.0) - a.get(key, 0.0)
 
 
+def natural(name: str) -> list:
+    """Sort key: w2 before w10."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
 def ms(us) -> str:
     return "-" if us is None else f"{us / 1000:.2f}"
 
 
 def overload(d: Path) -> None:
-    runs = sorted(d.glob("overload-w*-over.json"), key=lambda p: int(re.search(r"-w(\d+)-", p.name)[1]))
+    runs = sorted(d.glob("overload-*-over.json"), key=lambda p: natural(p.name))
     if not runs:
         return
-    print("| worker CPUs | unloaded p50 / p99 (ms) | 10×: OK/s | OK p50 (ms) | OK p99 (ms) | "
+    print("| run | unloaded p50 / p99 (ms) | 10×: OK/s | OK p50 (ms) | OK p99 (ms) | "
           "p99 ratio | RESOURCE_EXHAUSTED/s | refused p50 / p99 (ms) | other | admitted time in worker, "
-          "unloaded → 10× (µs) | RSS MiB first / max / last |")
-    print("|" + "---|" * 11)
+          "unloaded → 10× (µs) | avg batch at 10× | RSS MiB first / max / last |")
+    print("|" + "---|" * 12)
     for over_path in runs:
-        w = re.search(r"-w(\d+)-", over_path.name)[1]
+        w = over_path.name[len("overload-"):-len("-over.json")]
         over = json.loads(over_path.read_text())
-        unl = json.loads((d / f"overload-w{w}-unloaded.json").read_text())
-        m = [counters(d / f"overload-w{w}-m{i}.txt") for i in range(3)]
+        unl = json.loads((d / f"overload-{w}-unloaded.json").read_text())
+        m = [counters(d / f"overload-{w}-m{i}.txt") for i in range(3)]
 
         def in_worker(a, b):
             n = delta(a, b, "nv_inference_request_success")
             return delta(a, b, "nv_inference_request_duration_us") / max(n, 1)
 
+        def avg_batch(a, b):
+            execs = delta(a, b, "nv_inference_exec_count")
+            return f"{delta(a, b, 'nv_inference_count') / execs:.2f}" if execs else "-"
+
         st = over["statuses"]
         rej = st.get("RESOURCE_EXHAUSTED", {"count": 0, "latency_us": None})
         rl = rej["latency_us"] or {}
         other = {k: v["count"] for k, v in st.items() if k not in ("OK", "RESOURCE_EXHAUSTED")}
-        rss = [int(x) / 1024 for x in (d / f"overload-w{w}-rss.txt").read_text().split()]
+        rss = [int(x) / 1024 for x in (d / f"overload-{w}-rss.txt").read_text().split()]
         ul, ol = unl["latency_us"], over["latency_us"]
         print(f"| {w} | {ms(ul['p50'])} / {ms(ul['p99'])} | {over['throughput_rps']:.0f} | {ms(ol['p50'])} | "
               f"{ms(ol['p99'])} | {ol['p99'] / ul['p99']:.2f} | {rej['count'] / over['measured_s']:.0f} | "
               f"{ms(rl.get('p50'))} / {ms(rl.get('p99'))} | {other or 'none'} | "
-              f"{in_worker(m[0], m[1]):.0f} → {in_worker(m[1], m[2]):.0f} | "
+              f"{in_worker(m[0], m[1]):.0f} → {in_worker(m[1], m[2]):.0f} | {avg_batch(m[1], m[2])} | "
               f"{rss[0]:.0f} / {max(rss):.0f} / {rss[-1]:.0f} |" if rss else "| - |")
 
 

@@ -11,18 +11,12 @@
 set -uo pipefail
 OUT="${OUT:-$PWD/gpucheck-out}"
 mkdir -p "$OUT"
-B="$PWD/.gpucheck"
-[ -x "$B/kiln" ] || xz -dc .gpupack/gpucheck.tar.xz | tar -xf -
+. "$(dirname "$0")/lib.sh"
+unpack
 SECONDS_PER_BATCH="${SECONDS_PER_BATCH:-0.25}"
 BATCHES="${BATCHES:-1,2,4,8,16,32,64,128,256,512,1024}"
 BENCH_BACKENDS="${BENCH_BACKENDS:-wgpu flex}"
-for f in .gl/*.deb; do dpkg -x "$f" /; done
-ldconfig
-if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ] && ! ls /usr/share/vulkan/icd.d/nvidia* >/dev/null 2>&1; then
-    export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-fi
-export LD_LIBRARY_PATH="$B/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export RUST_LOG="${RUST_LOG:-warn}"
+vulkan_setup
 { nvidia-smi -L; nproc; date -u; ls /usr/share/vulkan/icd.d/ /etc/vulkan/icd.d/ 2>/dev/null; } | tee "$OUT/machine.txt"
 # GPU utilisation and memory, once a second, to show the work ran on the GPU.
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 1 > "$OUT/smi.csv" 2>&1 &

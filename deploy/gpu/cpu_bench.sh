@@ -15,11 +15,8 @@
 set -uo pipefail
 OUT="${OUT:-$PWD/cpubench-out}"
 mkdir -p "$OUT"
-B="$PWD/.gpucheck"
-[ -x "$B/kiln" ] || xz -dc .gpupack/gpucheck.tar.xz | tar -xf -
-[ -x "$B/kiln-loadtest" ] || xz -dc .gpupack/loadtest.tar.xz | tar -xf -
-export LD_LIBRARY_PATH="$B/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export RUST_LOG="${RUST_LOG:-warn}"
+. "$(dirname "$0")/lib.sh"
+unpack
 OVERLOAD_SECONDS="${OVERLOAD_SECONDS:-5}"
 # perf_analyzer (the reference) or kiln-loadtest (faster: perf_analyzer spends tens of seconds
 # between passes at 50k+ requests/s) for the batching runs.
@@ -30,22 +27,6 @@ WORKER_CPU_COUNTS="${WORKER_CPU_COUNTS:-1 2 4 8}"
 SERVER_CPUS="${SERVER_CPUS:-0-7}"
 BATCH_THREADS="${BATCH_THREADS:-8}"
 { nproc; grep -m1 'model name' /proc/cpuinfo; date -u; } | tee "$OUT/machine.txt"
-
-UP_PID=
-up() { # cpus, models dir, MODEL:VERSION, log name, extra kiln-up flags...
-    local cpus=$1 models=$2 deploy=$3 log="$OUT/up-$4.log"; shift 4
-    taskset -c "$cpus" "$B/kiln" up --workers 1 --models "$models" --deploy "$deploy" "$@" > "$log" 2>&1 &
-    UP_PID=$!
-    for _ in $(seq 240); do
-        grep -q '^Call ' "$log" && return 0
-        kill -0 $UP_PID 2>/dev/null || { echo "kiln up exited:"; tail -5 "$log"; return 1; }
-        sleep 0.5
-    done
-    echo "kiln up not ready after 120 s"; return 1
-}
-down() { kill -INT $UP_PID 2>/dev/null; wait $UP_PID 2>/dev/null; }
-metrics() { curl -s 127.0.0.1:9101/metrics | grep -E '^(nv_inference|kiln_inference)' > "$1"; }
-rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 echo "== 1. overload"
 pkgs=$(mktemp -d)
