@@ -14,8 +14,8 @@
 # (wgpu compiles and tunes its kernels per batch size on first use), concurrency 1 (unloaded),
 # and a closed loop of 10x capacity while the worker's RSS is sampled every 0.5 s; the worker's
 # /metrics before and after each phase give the server-side breakdown.
-# IO_NICE=N (an experiment, no flag of Kiln's) renices the async runtime's threads of the worker
-# process to N once it is up, leaving its compute threads and the GPU driver's threads at 0.
+# INTAKE_NICE=N passes `kiln up --intake-nice N` (request intake N above compute; default: the
+# worker's, 10 on wgpu, 0 on the CPU backends).
 # Raw results go to $OUT; loadtest/summarize_cpu_bench.py turns them into a table.
 set -uo pipefail
 OUT="${OUT:-$PWD/overload-out}"
@@ -25,7 +25,7 @@ unpack
 RUNS="${RUNS:-wgpu:digits:1:8:queue wgpu:digits:1:8:busy wgpu:transformer:1:8:busy wgpu:digits_cnn:1:8:busy flex:digits:1:8:busy}"
 QUEUE="${QUEUE:-8}"
 BUSY_DELAY_US="${BUSY_DELAY_US:-100}"
-IO_NICE="${IO_NICE:-}"
+INTAKE_NICE="${INTAKE_NICE:-}"
 SERVER_CPUS="${SERVER_CPUS:-0-7}"
 CLIENT_CPUS="${CLIENT_CPUS:-8-15}"
 OVERLOAD_SECONDS="${OVERLOAD_SECONDS:-5}"
@@ -37,7 +37,7 @@ pkgs=$(mktemp -d)
 trap 'rm -rf "$pkgs"' EXIT
 for spec in $RUNS; do
     IFS=: read -r backend model k conns policy <<< "$spec"
-    label="$backend-$model-k$k-c$conns-$policy"
+    label="$backend-$model-k$k-c$conns-$policy-n${INTAKE_NICE:-default}"
     capacity=$((QUEUE * (1 + k)))
     n=$((10 * capacity))
     rm -rf "${pkgs:?}/$model" && cp -r "models/$model" "$pkgs/$model"
@@ -50,14 +50,7 @@ for spec in $RUNS; do
         grep -q "refuse_when_busy = true" "$toml" || { echo "$label: policy not set"; continue; }
     fi
     grep -q "max_queue_size = $QUEUE" "$toml" || { echo "$label: queue not bounded"; continue; }
-    up "$SERVER_CPUS" "$pkgs" "$model:1" "overload-$label" --backend "$backend" || continue
-    if [ -n "$IO_NICE" ]; then # tokio's threads: tokio-rt-worker (older tokio: tokio-runtime-worker)
-        reniced=0
-        for t in /proc/"$UP_PID"/task/*; do
-            case "$(cat "$t/comm")" in tokio-r*) renice -n "$IO_NICE" -p "${t##*/}" > /dev/null && reniced=$((reniced + 1)) ;; esac
-        done
-        echo "$label: $reniced runtime threads at nice $IO_NICE"
-    fi
+    up "$SERVER_CPUS" "$pkgs" "$model:1" "overload-$label" --backend "$backend" ${INTAKE_NICE:+--intake-nice "$INTAKE_NICE"} || continue
     lt() { # phase, concurrency, connections, seconds, warm-up
         timeout 60 taskset -c "$CLIENT_CPUS" "$B/kiln-loadtest" --url 127.0.0.1:9001 --model "$model" \
             --concurrency "$2" --connections "$3" --warmup "$5" --duration "${4}s" \

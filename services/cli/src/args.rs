@@ -91,6 +91,17 @@ impl Command {
                 | Command::Token(_)
         )
     }
+
+    /// How much above the process's nice value the async runtime runs (`kiln up
+    /// --intake-nice`, by default per backend; 0, no split, for every other command).
+    pub fn intake_nice(&self) -> i32 {
+        match self {
+            Command::Up(up) => up
+                .intake_nice
+                .unwrap_or_else(|| kiln_worker::priority::default_intake_nice(up.backend)),
+            _ => 0,
+        }
+    }
 }
 
 /// How lists are printed.
@@ -128,6 +139,13 @@ pub struct UpArgs {
     /// Run every request alone in the workers (the baseline for batching benchmarks).
     #[arg(long)]
     pub no_dynamic_batching: bool,
+    /// Run request intake (the async runtime: gRPC, decoding, admission, refusals) this much
+    /// above the process's nice value, the workers' compute and model loading at its own, so
+    /// that a flood of requests cannot take the CPU from admitted batches (Linux; 0: no split).
+    /// Default: 10 with `--backend wgpu`, else 0. Default: 10
+    /// with `--backend wgpu`, else 0.
+    #[arg(long, env = "KILN_INTAKE_NICE", value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub intake_nice: Option<i32>,
     /// Model versions to deploy, `MODEL:VERSION`, one replica per worker (repeatable; `none`
     /// deploys nothing).
     #[arg(long = "deploy", default_value = "digits:1", value_parser = parse_model_version)]
@@ -331,6 +349,30 @@ mod tests {
         assert_eq!(up.deploy.len(), 2);
         assert!(Cli::try_parse_from(["kiln", "up", "--workers", "0"]).is_err());
         assert!(Cli::try_parse_from(["kiln", "up", "--deploy", "digits"]).is_err());
+    }
+
+    #[test]
+    fn intake_nice_defaults_by_backend_and_applies_to_up_only() {
+        assert_eq!(parse(&["up"]).command.intake_nice(), 0);
+        assert_eq!(
+            parse(&["up", "--backend", "wgpu-cpu"])
+                .command
+                .intake_nice(),
+            0
+        );
+        assert_eq!(
+            parse(&["up", "--backend", "wgpu"]).command.intake_nice(),
+            10
+        );
+        let explicit = parse(&["up", "--backend", "wgpu", "--intake-nice", "0"]);
+        assert_eq!(explicit.command.intake_nice(), 0);
+        assert_eq!(
+            parse(&["up", "--intake-nice", "5"]).command.intake_nice(),
+            5
+        );
+        assert_eq!(parse(&["predict", "digits"]).command.intake_nice(), 0);
+        assert!(Cli::try_parse_from(["kiln", "up", "--intake-nice", "20"]).is_err());
+        assert!(Cli::try_parse_from(["kiln", "up", "--intake-nice", "-1"]).is_err());
     }
 
     #[test]

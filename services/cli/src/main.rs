@@ -14,10 +14,7 @@ fn main() -> ExitCode {
         unsafe { std::env::set_var("RUST_LOG", "warn") };
     }
     kiln_telemetry::init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match kiln_worker::priority::runtime(cli.command.intake_nice()) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

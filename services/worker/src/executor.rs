@@ -209,9 +209,9 @@ impl Executor {
             let shared = executor.shared.clone();
             let runner = runner.clone();
             // On a spawn failure `executor` drops, closing the queue for the threads started.
-            std::thread::Builder::new()
-                .name(format!("kiln-compute-{model}-{version}-{i}"))
-                .spawn(move || compute_loop(&shared, runner.as_ref()))?;
+            let thread =
+                std::thread::Builder::new().name(format!("kiln-compute-{model}-{version}-{i}"));
+            crate::priority::spawn(thread, move || compute_loop(&shared, runner.as_ref()))?;
         }
         Ok(executor)
     }

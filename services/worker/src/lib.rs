@@ -24,7 +24,7 @@
 //! policy), [`tensors`] (request
 //! decoding and validation), [`infer`] (one request end to end), [`service`] (the gRPC
 //! handlers), [`describe`] (metadata and config), [`stats`] and [`metrics`] (counters),
-//! [`limits`] (size error classification), [`error`] (the one status mapping), [`telemetry`]
+//! [`limits`] (size error classification), [`priority`] (intake below compute), [`error`] (the one status mapping), [`telemetry`]
 //! (traffic profiles pushed to the monitors; stopped, after a last flush, once the server has
 //! stopped in step 4).
 
@@ -38,6 +38,7 @@ pub mod infer;
 pub mod metrics;
 pub mod overrides;
 pub mod package;
+pub mod priority;
 pub mod service;
 pub mod stats;
 pub mod store;

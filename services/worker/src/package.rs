@@ -95,7 +95,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Verifies and loads the package of `record` (blocking; call on the blocking pool).
+/// Verifies and loads the package of `record` (blocking: [`load`] runs it on a thread).
 pub fn load_blocking(
     record: &ModelVersionRecord,
     backend: Backend,
@@ -162,15 +162,19 @@ pub fn load_blocking(
     Ok(Model::from_parts(manifest, &bytes, backend)?)
 }
 
-/// Verifies and loads the package of `record` on the blocking pool.
+/// Verifies and loads the package of `record` on a thread of its own.
 pub async fn load(
     record: ModelVersionRecord,
     backend: Backend,
     package_root: Option<PathBuf>,
 ) -> Result<Model, LoadError> {
-    tokio::task::spawn_blocking(move || load_blocking(&record, backend, package_root.as_deref()))
-        .await
-        .map_err(|e| LoadError::Record(format!("the load task failed: {e}")))?
+    // At the process's priority: a GPU backend starts its driver threads from here.
+    let name = format!("kiln-load-{}-{}", record.model, record.version);
+    crate::priority::run_blocking(name, move || {
+        load_blocking(&record, backend, package_root.as_deref())
+    })
+    .await
+    .map_err(|e| LoadError::Record(format!("the load thread failed: {e}")))?
 }
 
 #[cfg(test)]

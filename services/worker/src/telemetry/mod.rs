@@ -218,6 +218,7 @@ impl ProfilingThread {
         let handle = std::thread::Builder::new()
             .name("kiln-telemetry".into())
             .spawn(move || {
+                crate::priority::background();
                 while !flag.load(Ordering::Acquire) {
                     telemetry.fold_all(false);
                     std::thread::park_timeout(FOLD_EVERY);
