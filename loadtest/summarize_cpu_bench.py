@@ -6,7 +6,8 @@
 DIR holds, per overload run LABEL (`wW` for W worker CPUs in cpu_bench.sh, BACKEND-MODEL-kK-cC
 in overload.sh), `overload-LABEL-{unloaded,over}.json` (kiln-loadtest), `overload-LABEL-rss.txt`
 (KiB every 0.5 s) and `overload-LABEL-m{0,1,2}.txt` (the worker's /metrics before the unloaded
-run, between the runs, after the overload); and per model and batching
+run, between the runs, after the overload), with PACED=1 also `-{capacity,paced}.json` and
+`-m{3,4}.txt` (around the paced run); and per model and batching
 mode `batching-MODEL-LABEL-cC.txt` (perf_analyzer -v) with `.m0`/`.m1` (/metrics around it).
 """
 
@@ -76,6 +77,30 @@ def overload(d: Path) -> None:
               f"{rss[0]:.0f} / {max(rss):.0f} / {rss[-1]:.0f} |" if rss else "| - |")
 
 
+def paced(d: Path) -> None:
+    """The PACED=1 phase of overload.sh: 10x the sustained rate, open loop, bounded callers."""
+    runs = sorted(d.glob("overload-*-paced.json"), key=lambda p: natural(p.name))
+    if not runs:
+        return
+    print("\n| run | sustained at capacity (OK/s) | offered (req/s) | OK/s | OK p50 (ms) | OK p99 (ms) | "
+          "p99 ratio | RESOURCE_EXHAUSTED/s | not sent | admitted time in worker (µs) |")
+    print("|" + "---|" * 10)
+    for path in runs:
+        w = path.name[len("overload-"):-len("-paced.json")]
+        r = json.loads(path.read_text())
+        cap = json.loads((d / f"overload-{w}-capacity.json").read_text())
+        unl = json.loads((d / f"overload-{w}-unloaded.json").read_text())
+        a, b = counters(d / f"overload-{w}-m3.txt"), counters(d / f"overload-{w}-m4.txt")
+        ok = delta(a, b, "nv_inference_request_success")
+        worker_us = delta(a, b, "nv_inference_request_duration_us") / max(ok, 1)
+        rej = r["statuses"].get("RESOURCE_EXHAUSTED", {"count": 0})
+        lat = r["latency_us"] or {}
+        ratio = f"{lat['p99'] / unl['latency_us']['p99']:.2f}" if lat.get("p99") else "-"
+        print(f"| {w} | {cap['throughput_rps']:.0f} | {r['intended'] / r['measured_s']:.0f} | "
+              f"{r['throughput_rps']:.0f} | {ms(lat.get('p50'))} | {ms(lat.get('p99'))} | {ratio} | "
+              f"{rej['count'] / r['measured_s']:.0f} | {r['not_sent']} | {worker_us:.0f} |")
+
+
 def perf(path: Path) -> dict:
     a, b = counters(path.with_suffix(".m0")), counters(path.with_suffix(".m1"))
     execs = delta(a, b, "nv_inference_exec_count")
@@ -127,6 +152,7 @@ def main() -> None:
     d = Path(sys.argv[1])
     print((d / "machine.txt").read_text() if (d / "machine.txt").exists() else "")
     overload(d)
+    paced(d)
     batching(d)
 
 

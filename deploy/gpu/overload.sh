@@ -14,6 +14,9 @@
 # (wgpu compiles and tunes its kernels per batch size on first use), concurrency 1 (unloaded),
 # and a closed loop of 10x capacity while the worker's RSS is sampled every 0.5 s; the worker's
 # /metrics before and after each phase give the server-side breakdown.
+# PACED=1 adds the other reading of "10x capacity": 10x the request rate the worker sustains
+# (measured by a closed loop at its capacity), sent on a fixed schedule by at most 10x capacity
+# callers (kiln-loadtest --rate R --max-in-flight N: latency from the intended send time).
 # INTAKE_NICE=N passes `kiln up --intake-nice N` (request intake N above compute; default: the
 # worker's, 10 on wgpu, 0 on the CPU backends).
 # Raw results go to $OUT; loadtest/summarize_cpu_bench.py turns them into a table.
@@ -26,6 +29,7 @@ RUNS="${RUNS:-wgpu:digits:1:8:queue wgpu:digits:1:8:busy wgpu:transformer:1:8:bu
 QUEUE="${QUEUE:-8}"
 BUSY_DELAY_US="${BUSY_DELAY_US:-100}"
 INTAKE_NICE="${INTAKE_NICE:-}"
+PACED="${PACED:-}"
 SERVER_CPUS="${SERVER_CPUS:-0-7}"
 CLIENT_CPUS="${CLIENT_CPUS:-8-15}"
 OVERLOAD_SECONDS="${OVERLOAD_SECONDS:-5}"
@@ -51,9 +55,11 @@ for spec in $RUNS; do
     fi
     grep -q "max_queue_size = $QUEUE" "$toml" || { echo "$label: queue not bounded"; continue; }
     up "$SERVER_CPUS" "$pkgs" "$model:1" "overload-$label" --backend "$backend" ${INTAKE_NICE:+--intake-nice "$INTAKE_NICE"} || continue
-    lt() { # phase, concurrency, connections, seconds, warm-up
+    lt() { # phase, load (--concurrency N or --rate R --max-in-flight N), connections, seconds, warm-up
+        local load=(--concurrency "$2")
+        case "$2" in rate=*) load=(--rate "${2#rate=}" --max-in-flight "$n") ;; esac
         timeout 60 taskset -c "$CLIENT_CPUS" "$B/kiln-loadtest" --url 127.0.0.1:9001 --model "$model" \
-            --concurrency "$2" --connections "$3" --warmup "$5" --duration "${4}s" \
+            "${load[@]}" --connections "$3" --warmup "$5" --duration "${4}s" \
             --json "$OUT/overload-$label-$1.json" > "$OUT/overload-$label-$1.txt" 2>&1
     }
     lt warmup "$n" "$conns" 3 0s
@@ -68,5 +74,14 @@ for spec in $RUNS; do
     metrics "$OUT/overload-$label-m2.txt"
     echo "$label capacity $capacity, closed loop $n: unloaded $(grep -E '^OK' "$OUT/overload-$label-unloaded.txt" | head -1 | tr -s ' ')"
     echo "    10x: $(grep -E '^(OK|RESOURCE|DEADLINE|UNAVAIL|INTERNAL)' "$OUT/overload-$label-over.txt" | tr -s ' ' | tr '\n' ';')"
+    if [ -n "$PACED" ]; then # 10x the rate the worker sustains, from n callers at most
+        lt capacity "$capacity" "$conns" 3 1s
+        sustained=$(grep -o '"throughput_rps": *[0-9.]*' "$OUT/overload-$label-capacity.json" | grep -o '[0-9.]*$')
+        paced=$(awk -v r="$sustained" 'BEGIN { printf "%d", 10 * r }')
+        metrics "$OUT/overload-$label-m3.txt"
+        lt paced "rate=$paced" "$conns" "$OVERLOAD_SECONDS" 1s
+        metrics "$OUT/overload-$label-m4.txt"
+        echo "    paced at $paced/s (10x $sustained/s): $(grep -E '^(OK|RESOURCE|DEADLINE|UNAVAIL|INTERNAL)' "$OUT/overload-$label-paced.txt" | tr -s ' ' | tr '\n' ';')"
+    fi
     down
 done
