@@ -14,6 +14,9 @@
 //! process's priority are created by a spawner thread started before the runtime ([`spawn`]):
 //! the compute threads, and the threads that load models (a GPU backend starts its own driver
 //! threads from the thread that first uses the device, which then inherit that thread's value).
+//! With a split the runtime also looks at its global queue every other task, where tasks woken
+//! by compute threads (finished batches) land, rather than after ~200 µs of local work (new
+//! requests): answering what was computed comes before taking more in.
 //! Without a split (N = 0, or no [`runtime`] in the process, as in tests) [`spawn`] is
 //! `std::thread::Builder::spawn`.
 
@@ -35,6 +38,9 @@ pub fn default_intake_nice(backend: kiln_model::Backend) -> i32 {
     }
 }
 
+/// With a split, how many tasks a runtime thread polls between looks at its global queue.
+const COMPLETIONS_EVERY_TICKS: u32 = 2;
+
 type Job = Box<dyn FnOnce() + Send>;
 
 /// The spawner thread's queue, once [`runtime`] started it with a split.
@@ -54,6 +60,10 @@ pub fn runtime(intake_nice: i32) -> io::Result<tokio::runtime::Runtime> {
         let intake = (current_thread_nice()? + intake_nice).min(19);
         start_spawner()?;
         INTAKE.store(intake, Ordering::Relaxed);
+        // A request whose batch completes is woken from a compute thread, so its task goes to
+        // the global queue, which a busy runtime thread reads only every ~200 µs of local work
+        // (tokio's self-tuned interval): under a flood, that is refusals served first.
+        builder.global_queue_interval(COMPLETIONS_EVERY_TICKS);
         builder.on_thread_start(move || {
             if let Err(e) = set_current_thread_nice(intake) {
                 tracing::warn!(error = %e, "cannot lower a runtime thread's priority");
