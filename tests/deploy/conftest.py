@@ -13,6 +13,10 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
+import yaml
+
+
+from k8s import Render, kustomizers, missing, render_text
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -109,3 +113,25 @@ def help_of(binary, *subcommand):
 @pytest.fixture(scope="session")
 def kiln_help():
     return help_of
+
+
+@pytest.fixture(scope="session")
+def tools():
+    found = kustomizers()
+    if not found:
+        missing("no kustomize (nor kubectl) found")
+    return found
+
+
+@pytest.fixture(scope="session")
+def rendered(tools):
+    cache = {}
+
+    def get(target):
+        if target not in cache:
+            tool = "kustomize" if "kustomize" in tools else next(iter(tools))
+            docs = [d for d in yaml.safe_load_all(render_text(target, tool)) if d]
+            cache[target] = Render(target, docs)
+        return cache[target]
+
+    return get
