@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 
+from dockerfiles import DOCKER, DOCKERFILES, Dockerfile, Service
 from k8s import Render, kustomizers, missing, render_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,3 +136,19 @@ def rendered(tools):
         return cache[target]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def dockerfiles():
+    return {name: Dockerfile(DOCKER / name) for name in DOCKERFILES}
+
+
+@pytest.fixture(scope="session")
+def compose():
+    return yaml.safe_load((DOCKER / "compose.yaml").read_text())
+
+
+@pytest.fixture(scope="session")
+def services(compose, dockerfiles, kiln_help):
+    return {name: Service(name, spec, dockerfiles, kiln_help)
+            for name, spec in compose["services"].items()}

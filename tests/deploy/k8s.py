@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_docker import DOCKER, Dockerfile, exec_form
+from dockerfiles import DOCKER, Dockerfile, exec_form
 
 
 ROOT = Path(__file__).resolve().parents[2]

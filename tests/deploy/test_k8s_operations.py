@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from test_docker import DOCKER
+from dockerfiles import DOCKER
 from k8s import (
     NAMESPACE, RENDERED, binary_of, env_value, flag_value, port_of, selects, is_exported,
     adapter_rules,

@@ -9,7 +9,7 @@ binaries, deploy/docker and the exported metrics, without a cluster:
   (ServiceMonitor, cert-manager's Certificate and Issuer: CRD_SCHEMAS), are checked against
   reduced schemas written here: the fields Kiln uses, unknown ones rejected;
 - every `--flag` in a Kiln container's args, and every KILN_* variable in its env, is one its
-  binary's `--help` lists (the helper of test_docker.py); `$(VAR)` references resolve;
+  binary's `--help` lists (the helper of dockerfiles.py); `$(VAR)` references resolve;
 - images are the ones deploy/docker builds; probes are gRPC on the plaintext --health-addr port;
   every Deployment and StatefulSet has a PodDisruptionBudget that allows a disruption;
   HorizontalPodAutoscalers scale on metrics prometheus-adapter derives from exported metrics;

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from test_docker import command_flags
+from dockerfiles import command_flags
 from k8s import (
     ROOT, K8S, NAMESPACE, RENDERED, PROD, USER_SECRETS, EXTERNAL_ETCD_SECRETS, docker_images,
     compose_images, split_image, binary_of, kiln_containers, VAR, env_value, expand, flag_value,
