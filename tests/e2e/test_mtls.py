@@ -7,8 +7,8 @@ gateway → monitor, CLI → monitor and every service → etcd run mutual TLS w
 own `tritonclient`); without a certificate, with a certificate from another CA, without a token,
 with a forged token or over plaintext it is refused; an inference token on an admin call
 (kiln.v1.Admin through the CLI, RepositoryModelLoad through the gateway) gets PERMISSION_DENIED;
-the plaintext health port answers probes; and a reissued gateway certificate is picked up
-without a restart.
+the plaintext health port answers probes; a reissued gateway certificate, and a token added or
+revoked in the token file, are picked up without a restart.
 """
 
 import os
@@ -49,7 +49,8 @@ class SecureCluster:
         self.ops, ops_line = new_token("ops", "admin")
         self.gateway_token, gateway_line = new_token("gateway", "admin")
         tokens = self.dir / "tokens"
-        tokens.write_text(f"# kiln tokens\n{app_line}\n{ops_line}\n{gateway_line}\n")
+        self.token_lines = [app_line, ops_line, gateway_line]
+        tokens.write_text("# kiln tokens\n" + "".join(f"{line}\n" for line in self.token_lines))
         self.tokens = tokens
         self.procs = {}
         self.etcd = f"https://127.0.0.1:{free_port()}"
@@ -72,7 +73,7 @@ class SecureCluster:
             bin_dir() / "kiln-monitor", *self.common("monitor"),
             "--grpc-addr", self.monitor, "--http-addr", f"127.0.0.1:{free_port()}",
             "--lease-ttl-secs", "2", "--repository", self.dir / "repository",
-            "--tokens-file", tokens,
+            "--tokens-file", tokens, "--tokens-reload-secs", RELOAD_SECS,
         ])
         self.spawn("w1", [
             bin_dir() / "kiln-worker", *self.common("worker"), "--id", "w1",
@@ -83,7 +84,7 @@ class SecureCluster:
             bin_dir() / "kiln-gateway", *self.common("gateway"),
             "--grpc-addr", f"127.0.0.1:{self.gateway_port}", "--http-addr", f"127.0.0.1:{free_port()}",
             "--health-addr", self.gateway_health, "--tokens-file", tokens,
-            "--admin-token", self.gateway_token,
+            "--tokens-reload-secs", RELOAD_SECS, "--admin-token", self.gateway_token,
         ])
 
     def common(self, name):
@@ -227,3 +228,30 @@ def test_a_reissued_certificate_is_served_without_a_restart(secure, heldout):
     assert secure.procs["gateway"].poll() is None
     probs = infer(secure.client(), heldout["inputs"][:2], secure.app)
     assert probs.shape == (2, 10)
+
+
+def test_a_token_added_or_revoked_applies_without_a_restart(secure, heldout):
+    rows = heldout["inputs"][:1]
+    late, late_line = new_token("late", "admin")
+    status, message = refusal(lambda: infer(secure.client(), rows, late))
+    assert status == "StatusCode.UNAUTHENTICATED" and "invalid bearer token" in message, message
+    app_line, *others = secure.token_lines
+    try:
+        # Add `late`, revoke `app`: the gateway and the monitor both follow the file.
+        secure.tokens.write_text("".join(f"{line}\n" for line in [*others, late_line]))
+        wait_for("the gateway accepts the added token",
+                 lambda: infer(secure.client(), rows, late) is not None, timeout=30)
+        status, message = refusal(lambda: infer(secure.client(), rows, secure.app))
+        assert status == "StatusCode.UNAUTHENTICATED" and "invalid bearer token" in message, message
+        wait_for("the monitor accepts the added token",
+                 lambda: "w1" in secure.cli("workers", token=late, check=False).stdout, timeout=30)
+        # A token file that does not parse keeps the tokens in force.
+        secure.tokens.write_text("late admin md5:00\n")
+        wait_for("the gateway refused the broken file",
+                 lambda: "token file reload failed" in secure.log("gateway"), timeout=30)
+        assert infer(secure.client(), rows, late) is not None
+    finally:
+        secure.tokens.write_text("".join(f"{line}\n" for line in secure.token_lines))
+    wait_for("the gateway accepts the restored token",
+             lambda: infer(secure.client(), rows, secure.app) is not None, timeout=30)
+    assert secure.procs["gateway"].poll() is None and secure.procs["monitor"].poll() is None

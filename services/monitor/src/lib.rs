@@ -99,7 +99,7 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
         .with_context(|| format!("binding the monitor gRPC address {}", config.grpc_addr))?;
     let grpc_addr = listener.local_addr()?;
     let tls = config.tls.start().context("loading the TLS certificates")?;
-    let tokens = config.tokens.book().context("loading the bearer tokens")?;
+    let tokens = config.tokens.start().context("loading the bearer tokens")?;
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
@@ -165,7 +165,7 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
         client_cert_required: tls
             .as_ref()
             .is_some_and(kiln_security::TlsReloader::requires_client_cert),
-        tokens: tokens.map(Arc::new),
+        tokens,
         rule: method_requirement,
     };
     // Explicit limits; no max_connection_age (setting it needs the grace too: tonic panic trap).

@@ -18,7 +18,8 @@ use futures::future::{Either, Ready, ready};
 use tonic::Status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
-use crate::tokens::{Role, TokenBook};
+use crate::token_reload::Tokens;
+use crate::tokens::Role;
 
 /// What one gRPC method needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +45,8 @@ pub struct Caller {
 #[derive(Clone)]
 pub struct AuthPolicy {
     pub client_cert_required: bool,
-    pub tokens: Option<Arc<TokenBook>>,
+    /// The accepted tokens (following `--tokens-file`), or `None` when tokens are off.
+    pub tokens: Option<Tokens>,
     /// Maps a gRPC path (`/package.Service/Method`) to its requirement.
     pub rule: fn(&str) -> Requirement,
 }
@@ -53,7 +55,7 @@ impl std::fmt::Debug for AuthPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthPolicy")
             .field("client_cert_required", &self.client_cert_required)
-            .field("tokens", &self.tokens.as_ref().map(|t| t.len()))
+            .field("tokens", &self.tokens.as_ref().map(|t| t.current().len()))
             .finish()
     }
 }
@@ -124,6 +126,7 @@ impl AuthPolicy {
                 "missing bearer token (metadata `authorization: Bearer <token>`)",
             )
         })?;
+        let book = book.current();
         let entry = book
             .verify(token)
             .ok_or_else(|| Status::unauthenticated("invalid bearer token"))?;
@@ -207,7 +210,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tokens::new_token;
+    use crate::tokens::{TokenBook, new_token};
 
     fn admin_only(path: &str) -> Requirement {
         if path.starts_with("/kiln.v1.Admin/") {
@@ -231,7 +234,7 @@ mod tests {
         let (admin, admin_line) = new_token("ops", Role::Admin);
         let policy = AuthPolicy {
             client_cert_required: false,
-            tokens: Some(Arc::new(
+            tokens: Some(Tokens::fixed(
                 TokenBook::parse(&format!("{client_line}\n{admin_line}")).unwrap(),
             )),
             rule: admin_only,

@@ -1,10 +1,13 @@
 //! The client side of tokens: the `--token` flags and the interceptor that sends one.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 
+use crate::args::DEFAULT_RELOAD_SECS;
+use crate::token_reload::Tokens;
 use crate::tokens::{Secret, TokenBook, TokenFileError};
 
 /// Adds `authorization: Bearer <token>` to every call (nothing without a token).
@@ -50,7 +53,7 @@ impl Interceptor for Bearer {
 }
 
 /// The token book a server accepts: `--tokens-file`, or inline `KILN_TOKENS`.
-#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct TokenArgs {
     /// File of accepted bearer tokens, one `<client> <infer|admin> sha256:<hex>` per line
     /// (`kiln token new` prints them). Without it (and without KILN_TOKENS), no token is asked.
@@ -65,15 +68,36 @@ pub struct TokenArgs {
         conflicts_with = "tokens_file"
     )]
     pub tokens: Option<Secret>,
+    /// How often the token file is checked for changes, in seconds (0: read at start only).
+    /// A changed file replaces the accepted tokens; one that does not parse is ignored, with
+    /// a warning, until it does.
+    #[arg(long = "tokens-reload-secs", env = "KILN_TOKENS_RELOAD_SECS", default_value_t = DEFAULT_RELOAD_SECS)]
+    pub tokens_reload_secs: u64,
 }
 
 impl TokenArgs {
-    /// The book, or `None` when tokens are off.
-    pub fn book(&self) -> Result<Option<TokenBook>, TokenFileError> {
+    /// The accepted tokens, or `None` when tokens are off. A token file is followed every
+    /// `--tokens-reload-secs` on the current tokio runtime.
+    pub fn start(&self) -> Result<Option<Tokens>, TokenFileError> {
         match (&self.tokens_file, &self.tokens) {
-            (Some(path), _) => TokenBook::from_file(path).map(Some),
-            (None, Some(inline)) => TokenBook::parse(inline.expose()).map(Some),
+            (Some(path), _) => {
+                let every = Duration::from_secs(self.tokens_reload_secs);
+                Tokens::follow(path.clone(), every).map(Some)
+            }
+            (None, Some(inline)) => {
+                TokenBook::parse(inline.expose()).map(|b| Some(Tokens::fixed(b)))
+            }
             (None, None) => Ok(None),
+        }
+    }
+}
+
+impl Default for TokenArgs {
+    fn default() -> Self {
+        Self {
+            tokens_file: None,
+            tokens: None,
+            tokens_reload_secs: DEFAULT_RELOAD_SECS,
         }
     }
 }

@@ -7,7 +7,8 @@
 //! - [`connector`]: the client side: a tonic channel whose every new connection dials TLS with
 //!   the configuration current at that moment.
 //! - [`tokens`] and [`auth`]: bearer tokens (SHA-256 at rest, constant-time compare) with roles,
-//!   and the tower layer that enforces client certificates and tokens per gRPC method.
+//!   and the tower layer that enforces client certificates and tokens per gRPC method;
+//!   [`token_reload`]: the token file followed like the certificates ([`Tokens`]).
 //! - [`bearer`]: the client side of tokens, and the server's `--tokens-file` flags.
 //! - [`devcerts`]: a development CA and per-service certificates (`kiln certs dev`).
 //! - [`serve`]: a router over TCP or TLS, and the plaintext health listener (`--health-addr`).
@@ -21,6 +22,7 @@ pub mod devcerts;
 pub mod incoming;
 pub mod serve;
 pub mod tls;
+pub mod token_reload;
 pub mod tokens;
 
 pub use args::{ClientAuth, TlsArgs};
@@ -28,6 +30,7 @@ pub use auth::{AuthLayer, AuthPolicy, Caller, Requirement};
 pub use bearer::{Bearer, TokenArgs};
 pub use connector::{channel, connect, wire_url};
 pub use tls::{TlsError, TlsFiles, TlsReloader};
+pub use token_reload::Tokens;
 pub use tokens::{Role, Secret, TokenBook};
 
 /// Installs ring as rustls' process-wide crypto provider (idempotent). Every config this crate

@@ -40,7 +40,7 @@ async fn serve(
         .await;
     let policy = AuthPolicy {
         client_cert_required: tls.requires_client_cert(),
-        tokens: tokens.map(std::sync::Arc::new),
+        tokens: tokens.map(kiln_security::Tokens::fixed),
         rule,
     };
     let incoming = kiln_security::incoming::incoming(listener, tls);

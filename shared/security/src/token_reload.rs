@@ -1,0 +1,157 @@
+//! The token book a server checks, following its file: `--tokens-file` is polled every
+//! `--tokens-reload-secs` and a changed file replaces the book, so tokens are added and revoked
+//! without a restart. A file that no longer parses (half written, or a mistake) leaves the
+//! previous book in force and is retried on the next poll; the warning says why.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+
+use crate::tokens::{TokenBook, TokenFileError};
+
+/// The current token book. Cheap to clone and to read on every request (lock-free); the
+/// polling task ends when the last clone is dropped.
+#[derive(Clone, Debug)]
+pub struct Tokens {
+    book: Arc<ArcSwap<TokenBook>>,
+}
+
+type Stamp = Option<(u64, SystemTime)>;
+
+fn stamp(path: &PathBuf) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
+}
+
+impl Tokens {
+    /// A fixed book (inline tokens, tests).
+    pub fn fixed(book: TokenBook) -> Self {
+        Self {
+            book: Arc::new(ArcSwap::from_pointee(book)),
+        }
+    }
+
+    /// Loads `path` (an error here is a startup error) and, with a non-zero `every`, polls it
+    /// on the current tokio runtime.
+    pub fn follow(path: PathBuf, every: Duration) -> Result<Self, TokenFileError> {
+        let mut seen = stamp(&path);
+        let tokens = Self::fixed(TokenBook::from_file(&path)?);
+        if !every.is_zero() {
+            let book = Arc::downgrade(&tokens.book);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await; // the first tick is immediate: the file was just read
+                loop {
+                    tick.tick().await;
+                    let Some(book) = Weak::upgrade(&book) else {
+                        return;
+                    };
+                    let now = stamp(&path);
+                    if now == seen {
+                        continue;
+                    }
+                    match TokenBook::from_file(&path) {
+                        Ok(new) => {
+                            seen = now;
+                            tracing::info!(tokens = new.len(), "token file reloaded");
+                            book.store(Arc::new(new));
+                        }
+                        // `seen` stays stale: retried on the next tick.
+                        Err(e) => {
+                            tracing::warn!(error = %e, "token file reload failed; keeping the previous tokens")
+                        }
+                    }
+                }
+            });
+        }
+        Ok(tokens)
+    }
+
+    /// The book as of now.
+    pub fn current(&self) -> Arc<TokenBook> {
+        self.book.load_full()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokens::{Role, new_token};
+
+    /// Lets the polling task run `ticks` intervals of paused time.
+    async fn pass(every: Duration, ticks: u32) {
+        for _ in 0..ticks {
+            tokio::time::advance(every).await;
+            for _ in 0..8 {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rewritten_file_replaces_the_book_and_a_broken_one_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        let (old, old_line) = new_token("old", Role::Infer);
+        let (new, new_line) = new_token("new", Role::Admin);
+        std::fs::write(&path, format!("{old_line}\n")).unwrap();
+        let every = Duration::from_secs(10);
+        let tokens = Tokens::follow(path.clone(), every).unwrap();
+        assert!(tokens.current().verify(&old).is_some());
+        assert!(tokens.current().verify(&new).is_none());
+
+        // Revoke `old`, add `new` (a different length, so the stamp changes on any filesystem).
+        std::fs::write(&path, format!("# rotated\n{new_line}\n")).unwrap();
+        let mut waited = 0;
+        while tokens.current().verify(&new).is_none() {
+            assert!(
+                waited < 5,
+                "the new book was not loaded after {waited} intervals"
+            );
+            pass(every, 1).await;
+            waited += 1;
+        }
+        assert!(
+            tokens.current().verify(&old).is_none(),
+            "revoked token still accepted"
+        );
+        assert_eq!(tokens.current().verify(&new).unwrap().role, Role::Admin);
+
+        // A broken file keeps the last good book.
+        std::fs::write(&path, "new admin md5:00\n").unwrap();
+        pass(every, 3).await;
+        assert!(tokens.current().verify(&new).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_poller_stops_with_the_last_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        std::fs::write(&path, format!("{}\n", new_token("a", Role::Infer).1)).unwrap();
+        let every = Duration::from_secs(1);
+        let tokens = Tokens::follow(path, every).unwrap();
+        let weak = Arc::downgrade(&tokens.book);
+        let tasks = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
+        assert_eq!(tasks, 1);
+        drop(tokens);
+        assert!(weak.upgrade().is_none());
+        pass(every, 2).await;
+        assert_eq!(
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_missing_file_is_a_startup_error() {
+        let err = Tokens::follow("/nonexistent/tokens".into(), Duration::ZERO).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/tokens"), "{err}");
+    }
+}
