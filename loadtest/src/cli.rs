@@ -90,6 +90,9 @@ pub struct Args {
     /// Input data, validation and drift.
     #[command(flatten)]
     pub content: RequestArgs,
+    /// TLS and token for a secure server.
+    #[command(flatten)]
+    pub client: kiln_security::ClientArgs,
 }
 
 impl Args {
@@ -163,6 +166,11 @@ impl Args {
         anyhow::ensure!(self.batch_size > 0, "batch-size must be at least 1");
         let models = parse_models(&self.model).map_err(anyhow::Error::msg)?;
         anyhow::ensure!(!models.is_empty(), "give a --model");
+        let tls = self.client.tls()?;
+        anyhow::ensure!(
+            tls.is_some() || !self.url.starts_with("https://"),
+            "an https:// URL needs --tls-ca (the CA bundle that verifies the server)"
+        );
         Ok(RunConfig {
             target: TargetConfig {
                 url: self.url.clone(),
@@ -178,6 +186,10 @@ impl Args {
                 expected: self.content.expected.clone(),
                 validate: self.content.tolerance()?,
                 drift: self.content.drift.clone(),
+                credentials: crate::target::Credentials {
+                    tls,
+                    bearer: self.client.bearer()?,
+                },
             },
             load,
         })

@@ -47,6 +47,8 @@ pub struct TargetConfig {
     pub validate: Option<f64>,
     /// Drift the float inputs over time ([`crate::drift`]).
     pub drift: Option<Drift>,
+    /// TLS and token for a secure server (`--tls-*`, `--token`).
+    pub credentials: crate::target::Credentials,
 }
 
 impl Default for TargetConfig {
@@ -65,6 +67,7 @@ impl Default for TargetConfig {
             expected: None,
             validate: None,
             drift: None,
+            credentials: Default::default(),
         }
     }
 }

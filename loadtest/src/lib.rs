@@ -66,7 +66,12 @@ pub async fn run_live(
     live: Option<std::sync::Arc<record::Live>>,
 ) -> anyhow::Result<Report> {
     config.load.validate()?;
-    let mut clients = target::connect(&config.target.url, config.load.connections).await?;
+    let mut clients = target::connect(
+        &config.target.url,
+        config.load.connections,
+        &config.target.credentials,
+    )
+    .await?;
     let prepared = target::prepare(&mut clients[0], &config.target).await?;
     let plan = prepared.plans[0].clone();
     let stats_client = clients[0].clone();

@@ -11,10 +11,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use kiln_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use kiln_proto::inference::{ModelStatistics, ModelStatisticsRequest, StatisticDuration};
 use serde::{Deserialize, Serialize};
-use tonic::transport::Channel;
 
 use crate::config::TargetConfig;
 
@@ -136,10 +134,7 @@ impl ServerStats {
 }
 
 /// Reads the model's counters; `None` if the server does not answer in time or at all.
-pub async fn read(
-    mut client: GrpcInferenceServiceClient<Channel>,
-    target: &TargetConfig,
-) -> Option<Counters> {
+pub async fn read(mut client: crate::target::Client, target: &TargetConfig) -> Option<Counters> {
     let request = ModelStatisticsRequest {
         name: target.model.clone(),
         version: target.model_version.clone(),
@@ -152,7 +147,7 @@ pub async fn read(
 /// Runs `load` (which measures from `warmup` on) and reads the server's counters at the end of
 /// the warm-up and after `load` finished; returns `load`'s output and the difference.
 pub async fn around<T>(
-    client: GrpcInferenceServiceClient<Channel>,
+    client: crate::target::Client,
     target: &TargetConfig,
     warmup: Duration,
     load: impl Future<Output = T>,

@@ -15,9 +15,11 @@ use kiln_proto::inference::model_infer_request::InferInputTensor;
 use kiln_proto::inference::{
     ModelConfigRequest, ModelInferRequest, ModelInferResponse, ModelMetadataRequest,
 };
+use kiln_security::{Bearer, TlsReloader};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
@@ -54,14 +56,35 @@ pub struct ModelPlan {
     pub inputs: Vec<InputPlan>,
 }
 
+/// A connection to the server under test, sending the `--token` (if any) on every call.
+pub type Client = GrpcInferenceServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// How the load generator reaches a secure server: TLS (`--tls-ca`, and `--tls-cert`/`--tls-key`
+/// for mutual TLS) and a bearer token (`--token`). The default is plaintext without a token.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// TLS client configuration; `None`: plaintext.
+    pub tls: Option<TlsReloader>,
+    /// The `authorization` header sent on every call.
+    pub bearer: Bearer,
+}
+
+impl PartialEq for Credentials {
+    fn eq(&self, other: &Self) -> bool {
+        self.tls.as_ref().map(TlsReloader::files) == other.tls.as_ref().map(TlsReloader::files)
+            && self.bearer == other.bearer
+    }
+}
+
 /// Opens `connections` separate HTTP/2 connections to `url` (each `Endpoint::connect` dials its
-/// own), failing if any cannot be established.
+/// own), over TLS when `credentials` say so, failing if any cannot be established.
 pub async fn connect(
     url: &str,
     connections: usize,
-) -> anyhow::Result<Vec<GrpcInferenceServiceClient<Channel>>> {
+    credentials: &Credentials,
+) -> anyhow::Result<Vec<Client>> {
     let url = if url.contains("://") {
-        url.to_string()
+        kiln_security::wire_url(url)
     } else {
         format!("http://{url}")
     };
@@ -71,12 +94,12 @@ pub async fn connect(
         .tcp_nodelay(true);
     let mut clients = Vec::with_capacity(connections);
     for _ in 0..connections {
-        let channel = endpoint
-            .connect()
+        let channel = kiln_security::connect(endpoint.clone(), credentials.tls.as_ref())
             .await
             .with_context(|| format!("connecting to {url}"))?;
         clients.push(
-            GrpcInferenceServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            GrpcInferenceServiceClient::with_interceptor(channel, credentials.bearer.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
         );
     }
     Ok(clients)
@@ -85,16 +108,13 @@ pub async fn connect(
 /// Reads ModelMetadata and ModelConfig of `target.model` and plans the inputs of a
 /// `batch_size` request. Variable per-item dimensions (`-1`) are sent as 1 (with a warning on
 /// stderr).
-pub async fn describe(
-    client: &mut GrpcInferenceServiceClient<Channel>,
-    target: &TargetConfig,
-) -> anyhow::Result<ModelPlan> {
+pub async fn describe(client: &mut Client, target: &TargetConfig) -> anyhow::Result<ModelPlan> {
     describe_model(client, target, &target.model).await
 }
 
 /// [`describe`] for the model named `model`.
 pub async fn describe_model(
-    client: &mut GrpcInferenceServiceClient<Channel>,
+    client: &mut Client,
     target: &TargetConfig,
     model: &str,
 ) -> anyhow::Result<ModelPlan> {
@@ -300,10 +320,7 @@ fn data_pool(
 }
 
 /// Describes every model of `target` and builds its pool.
-pub async fn prepare(
-    client: &mut GrpcInferenceServiceClient<Channel>,
-    target: &TargetConfig,
-) -> anyhow::Result<Prepared> {
+pub async fn prepare(client: &mut Client, target: &TargetConfig) -> anyhow::Result<Prepared> {
     let models = target.mix();
     let data = read_data(target)?;
     let mut plans = Vec::with_capacity(models.len());
@@ -341,7 +358,7 @@ pub async fn prepare(
 /// `mix.pick(n)` (weighted, seeded) as its pool entry `n % pool` on connection `n % K`.
 #[derive(Clone)]
 pub struct InferCall {
-    clients: Arc<[GrpcInferenceServiceClient<Channel>]>,
+    clients: Arc<[Client]>,
     pools: Arc<[Vec<Pooled>]>,
     mix: Mix,
     tolerance: Option<f64>,
@@ -353,7 +370,7 @@ impl InferCall {
     /// A call of one model over `clients` (at least one) cycling `pool` (at least one
     /// request), with an optional per-request deadline.
     pub fn new(
-        clients: Vec<GrpcInferenceServiceClient<Channel>>,
+        clients: Vec<Client>,
         pool: Vec<ModelInferRequest>,
         timeout: Option<Duration>,
     ) -> Self {
@@ -380,7 +397,7 @@ impl InferCall {
 
     /// A call of every model of `prepared`, picked by weight with `seed`.
     pub fn of(
-        clients: Vec<GrpcInferenceServiceClient<Channel>>,
+        clients: Vec<Client>,
         prepared: Prepared,
         seed: u64,
         timeout: Option<Duration>,

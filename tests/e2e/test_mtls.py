@@ -7,10 +7,12 @@ gateway → monitor, CLI → monitor and every service → etcd run mutual TLS w
 own `tritonclient`); without a certificate, with a certificate from another CA, without a token,
 with a forged token or over plaintext it is refused; an inference token on an admin call
 (kiln.v1.Admin through the CLI, RepositoryModelLoad through the gateway) gets PERMISSION_DENIED;
-the plaintext health port answers probes; a reissued gateway certificate, and a token added or
-revoked in the token file, are picked up without a restart.
+the plaintext health port answers probes; kiln-loadtest drives the secure gateway with the same
+flags as the CLI; a reissued gateway certificate, and a token added or revoked in the token
+file, are picked up without a restart.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -217,6 +219,27 @@ def test_the_plaintext_health_port_answers_probes(secure):
         check = ch.unary_unary("/grpc.health.v1.Health/Check",
                                request_serializer=lambda b: b, response_deserializer=lambda b: b)
         assert check(b"", timeout=10) == b"\x08\x01"  # status: SERVING
+
+
+def loadtest(secure, out, *credentials):
+    c = secure.certs
+    argv = [bin_dir() / "kiln-loadtest", "--url", secure.gateway, "--model", "digits",
+            "--concurrency", "4", "--connections", "2", "--warmup", "0s", "--requests", "200",
+            "--tls-ca", c / "ca.pem", "--tls-cert", c / "client.pem", "--tls-key", c / "client.key",
+            "--json", out, *credentials]
+    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+
+
+def test_the_load_generator_reaches_a_secure_gateway(secure):
+    out = secure.dir / "lt.json"
+    run = loadtest(secure, out, "--token", secure.app)
+    assert run.returncode == 0, run.stderr
+    statuses = json.loads(out.read_text())["statuses"]
+    assert set(statuses) == {"OK"} and statuses["OK"]["count"] == 200, statuses
+    # Without the token it stops at the model's metadata, saying why.
+    refused = loadtest(secure, secure.dir / "lt-none.json")
+    assert refused.returncode != 0 and "missing bearer token" in refused.stderr, refused.stderr
 
 
 def test_a_reissued_certificate_is_served_without_a_restart(secure, heldout):

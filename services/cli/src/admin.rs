@@ -14,14 +14,14 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::errors::{Unreachable, normalize_url};
 use crate::output::state_name;
-use crate::remote::Remote;
+use kiln_security::ClientArgs;
 
 /// A connected Admin client (sending `--token` on every call).
 pub type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
 
 /// Connects to the Admin API at `url` (`http://host:port`; a bare `host:port` works too) with
 /// `remote`'s TLS and token. A monitor that cannot be reached is an [`Unreachable`] error.
-pub async fn connect(url: &str, remote: &Remote) -> anyhow::Result<Admin> {
+pub async fn connect(url: &str, remote: &ClientArgs) -> anyhow::Result<Admin> {
     let url = normalize_url(url);
     let tls = remote.tls()?;
     let endpoint = Endpoint::from_shared(kiln_security::wire_url(&url))

@@ -29,7 +29,7 @@ pub struct Cli {
     pub admin: String,
     /// TLS and token for every call.
     #[command(flatten)]
-    pub remote: crate::remote::Remote,
+    pub remote: kiln_security::ClientArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

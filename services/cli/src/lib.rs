@@ -10,7 +10,7 @@
 //! - `kiln predict` sends one Open Inference Protocol request through the gateway
 //!   ([`commands::predict`], input handling in [`input`]).
 //! - `kiln certs dev` and `kiln token new` make development certificates and bearer tokens
-//!   ([`commands::credentials`]); `--tls-*` and `--token` ([`remote`]) apply to every call.
+//!   ([`commands::credentials`]); `--tls-*` and `--token` ([`kiln_security::ClientArgs`]) apply to every call.
 //! - `kiln completions SHELL` prints a completion script ([`commands::completions`]).
 //! - `kiln profile --package DIR` writes a package's reference profile and `kiln drift MODEL`
 //!   prints the monitor's drift report ([`commands::drift`]).
@@ -24,7 +24,6 @@ pub mod commands;
 pub mod errors;
 pub mod input;
 pub mod output;
-pub mod remote;
 pub mod wait;
 
 use args::{Cli, Command};

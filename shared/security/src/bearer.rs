@@ -11,7 +11,7 @@ use crate::token_reload::Tokens;
 use crate::tokens::{Secret, TokenBook, TokenFileError};
 
 /// Adds `authorization: Bearer <token>` to every call (nothing without a token).
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq)]
 pub struct Bearer(Option<MetadataValue<Ascii>>);
 
 impl std::fmt::Debug for Bearer {

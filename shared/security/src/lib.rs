@@ -9,7 +9,8 @@
 //! - [`tokens`] and [`auth`]: bearer tokens (SHA-256 at rest, constant-time compare) with roles,
 //!   and the tower layer that enforces client certificates and tokens per gRPC method;
 //!   [`token_reload`]: the token file followed like the certificates ([`Tokens`]).
-//! - [`bearer`]: the client side of tokens, and the server's `--tokens-file` flags.
+//! - [`bearer`]: the client side of tokens, and the server's `--tokens-file` flags; [`client`]:
+//!   the flags a client (the CLI, kiln-loadtest) reaches a secure cluster with.
 //! - [`devcerts`]: a development CA and per-service certificates (`kiln certs dev`).
 //! - [`serve`]: a router over TCP or TLS, and the plaintext health listener (`--health-addr`).
 //! - [`args`]: the command-line flags every service shares (`--tls-*`).
@@ -17,6 +18,7 @@
 pub mod args;
 pub mod auth;
 pub mod bearer;
+pub mod client;
 pub mod connector;
 pub mod devcerts;
 pub mod incoming;
@@ -28,6 +30,7 @@ pub mod tokens;
 pub use args::{ClientAuth, TlsArgs};
 pub use auth::{AuthLayer, AuthPolicy, Caller, Requirement};
 pub use bearer::{Bearer, TokenArgs};
+pub use client::ClientArgs;
 pub use connector::{channel, connect, wire_url};
 pub use tls::{TlsError, TlsFiles, TlsReloader};
 pub use token_reload::Tokens;

@@ -20,7 +20,7 @@ use tonic::transport::Endpoint;
 use crate::args::{OutputFormat, PredictArgs};
 use crate::input::{self, Values};
 use crate::output::emit;
-use crate::remote::Remote;
+use kiln_security::ClientArgs;
 
 /// One decoded output tensor (the JSON form of `kiln predict -o json`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -49,7 +49,7 @@ pub struct Prediction {
 }
 
 /// Runs `kiln predict`.
-pub async fn run(args: PredictArgs, remote: Remote) -> anyhow::Result<()> {
+pub async fn run(args: PredictArgs, remote: ClientArgs) -> anyhow::Result<()> {
     let values = match (&args.input, &args.input_file) {
         (Some(text), _) => Some(input::parse_values(text)?),
         (None, Some(path)) => {
@@ -80,7 +80,7 @@ pub async fn predict(
     model: &str,
     version: &str,
     values: Option<Values>,
-    remote: &Remote,
+    remote: &ClientArgs,
 ) -> anyhow::Result<Prediction> {
     let url = if url.contains("://") {
         url.to_string()

@@ -151,7 +151,7 @@ impl Cluster {
     ) -> anyhow::Result<Vec<(PathBuf, Manifest)>> {
         let mut admin = admin::connect(
             &format!("http://{}", self.monitor.grpc_addr),
-            &crate::remote::Remote::default(),
+            &kiln_security::ClientArgs::default(),
         )
         .await?;
         let mut registered = Vec::new();

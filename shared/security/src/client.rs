@@ -1,18 +1,18 @@
-//! How the CLI reaches a cluster that runs TLS and tokens: `--tls-ca`, `--tls-cert`,
-//! `--tls-key` and `--token` (each also from the environment), applied to every gRPC call the
-//! CLI makes (Admin API and gateway alike).
+//! How a client reaches a cluster that runs TLS and tokens: `--tls-ca`, `--tls-cert`,
+//! `--tls-key` and `--token` (each also from the environment), applied to every gRPC call it
+//! makes. The `kiln` CLI (Admin API and gateway alike) and kiln-loadtest take these flags.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::tls::TlsFiles;
+use crate::{Bearer, ClientAuth, Secret, TlsReloader};
 use anyhow::Context;
 use clap::Args;
-use kiln_security::tls::TlsFiles;
-use kiln_security::{Bearer, ClientAuth, Secret, TlsReloader};
 
-/// Credentials and trust for the CLI's calls.
+/// Credentials and trust for a client's calls.
 #[derive(Debug, Clone, Default, Args)]
-pub struct Remote {
+pub struct ClientArgs {
     /// Bearer token sent on every call (`kiln token new` makes one).
     #[arg(long, global = true, env = "KILN_TOKEN", hide_env_values = true)]
     pub token: Option<Secret>,
@@ -37,7 +37,7 @@ pub struct Remote {
     pub tls_key: Option<PathBuf>,
 }
 
-impl Remote {
+impl ClientArgs {
     /// The TLS client config, or `None` without `--tls-ca`.
     pub fn tls(&self) -> anyhow::Result<Option<TlsReloader>> {
         let Some(ca) = &self.tls_ca else {
