@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Default `--telemetry-max-bytes`: 1 GiB.
+pub const DEFAULT_TELEMETRY_MAX_BYTES: usize = 1 << 30;
+
 /// How a monitor instance runs.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct Config {
@@ -46,6 +49,10 @@ pub struct Config {
     /// Model versions whose telemetry is kept (the least recently pushed is evicted).
     #[arg(long, default_value_t = 64)]
     pub telemetry_versions: usize,
+    /// Estimated memory of all telemetry windows kept, bytes; over it the oldest windows of any
+    /// version are dropped first (a 64-feature window is 0.3-1.9 MiB).
+    #[arg(long, default_value_t = DEFAULT_TELEMETRY_MAX_BYTES)]
+    pub telemetry_max_bytes: usize,
     /// Length of a telemetry window, seconds: pushes are merged into windows aligned on the
     /// Unix epoch.
     #[arg(long, default_value_t = 10)]
@@ -114,6 +121,7 @@ impl Default for Config {
             instance_name: None,
             telemetry_windows: 60,
             telemetry_versions: 64,
+            telemetry_max_bytes: DEFAULT_TELEMETRY_MAX_BYTES,
             telemetry_window_secs: 10,
             drift_alert_windows: 3,
             slo_p99_ms: 0.0,

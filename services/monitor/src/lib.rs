@@ -110,11 +110,14 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
     health
         .set_serving::<TelemetryServer<TelemetryService>>()
         .await;
-    let profiles = Arc::new(ProfileStore::new(
-        config.telemetry_window_secs.max(1).saturating_mul(1000),
-        config.telemetry_windows,
-        config.telemetry_versions,
-    ));
+    let profiles = Arc::new(
+        ProfileStore::new(
+            config.telemetry_window_secs.max(1).saturating_mul(1000),
+            config.telemetry_windows,
+            config.telemetry_versions,
+        )
+        .with_max_bytes(config.telemetry_max_bytes),
+    );
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(kiln_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -143,9 +146,12 @@ pub async fn start(config: Config, coord: SharedCoordinator) -> anyhow::Result<R
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
 
-    let telemetry = TelemetryServer::new(TelemetryService::new(profiles.clone()))
-        .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes);
+    let telemetry = TelemetryServer::new(TelemetryService::new(
+        profiles.clone(),
+        metrics.telemetry_store_bytes.clone(),
+    ))
+    .max_decoding_message_size(config.max_message_bytes)
+    .max_encoding_message_size(config.max_message_bytes);
 
     let (stop_server, stop_rx) = oneshot::channel::<()>();
     let health_listener = match config.health_addr {

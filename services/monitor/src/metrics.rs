@@ -50,6 +50,9 @@ pub struct Metrics {
     pub workers: Family<WorkerStateLabels, Gauge>,
     /// `kiln_etcd_session_*`: the election lease session (followed by the controller task).
     pub session: SessionMetrics,
+    /// `kiln_telemetry_store_bytes`: estimated memory of the telemetry windows held (set after
+    /// every push; bounded by `--telemetry-max-bytes`).
+    pub telemetry_store_bytes: Gauge,
 }
 
 impl Metrics {
@@ -98,6 +101,11 @@ impl Metrics {
             "kiln_deployment_traffic_weight",
             "Traffic weight of each deployed version (published by the controller leader)",
             m.traffic_weight.clone(),
+        );
+        registry.register(
+            "kiln_telemetry_store_bytes",
+            "Estimated memory of the telemetry windows this monitor holds (--telemetry-max-bytes bounds it)",
+            m.telemetry_store_bytes.clone(),
         );
         registry.register(
             "kiln_workers",

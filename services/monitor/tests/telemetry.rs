@@ -153,6 +153,13 @@ async fn undrifted_traffic_does_not_drift() {
     assert!(drifted(&r).len() <= 3, "drifted: {:?}", drifted(&r));
     assert_eq!(r.drifted_features_adjusted, 0, "{r:?}");
     assert!(!r.drifted);
+    // One window of 2000 rows × 20 features: the KLL items (4 bytes each) dominate.
+    let body = http_get(f.monitor.http_addr, "/metrics").await;
+    let bytes = metric(&body, "kiln_telemetry_store_bytes").expect("store gauge");
+    assert!(
+        (20e3..2e6).contains(&bytes),
+        "kiln_telemetry_store_bytes {bytes}"
+    );
     f.monitor.shutdown().await;
 }
 

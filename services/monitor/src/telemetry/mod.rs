@@ -15,6 +15,7 @@ use std::sync::Arc;
 use kiln_proto::kiln::v1::telemetry_server::Telemetry;
 use kiln_proto::kiln::v1::{ProfileBatch, PushAck};
 use kiln_telemetry::profile::ModelProfile;
+use prometheus_client::metrics::gauge::Gauge;
 use tonic::{Request, Response, Status};
 
 use crate::error::{Error, Result};
@@ -25,12 +26,13 @@ pub use store::{Merged, ProfileStore};
 #[derive(Clone)]
 pub struct TelemetryService {
     store: Arc<ProfileStore>,
+    bytes: Gauge,
 }
 
 impl TelemetryService {
-    /// A service merging pushes into `store`.
-    pub fn new(store: Arc<ProfileStore>) -> Self {
-        Self { store }
+    /// A service merging pushes into `store`, publishing its estimated size in `bytes`.
+    pub fn new(store: Arc<ProfileStore>, bytes: Gauge) -> Self {
+        Self { store, bytes }
     }
 }
 
@@ -74,6 +76,8 @@ impl Telemetry for TelemetryService {
         let accepted = tokio::task::spawn_blocking(move || accept(&store, &batch))
             .await
             .map_err(|e| Error::Internal(format!("profile merge panicked: {e}")))??;
+        self.bytes
+            .set(i64::try_from(self.store.bytes()).unwrap_or(i64::MAX));
         Ok(Response::new(PushAck { accepted }))
     }
 }

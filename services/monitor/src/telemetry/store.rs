@@ -6,8 +6,10 @@
 //!   merge into one profile (KLL sketches, moments, category counts and HDR histograms merge
 //!   without losing their stated accuracy).
 //! - Bounded: at most `max_windows` windows per model version (the oldest window goes first; a
-//!   push older than every kept window of a full version is dropped) and at most
-//!   `max_versions` model versions (the least recently pushed version goes first).
+//!   push older than every kept window of a full version is dropped), at most `max_versions`
+//!   model versions (the least recently pushed version goes first), and at most `max_bytes` of
+//!   estimated memory ([`ModelProfile::heap_bytes`]) in all: over it, the oldest windows of the
+//!   whole store go first (never the window just pushed to).
 //! - A push whose profile does not merge with the window's (different features or outputs) is
 //!   refused as a whole and changes nothing.
 //!
@@ -15,12 +17,12 @@
 //!
 //! One window holds one merged [`ModelProfile`]: ≤ 29 KiB per numeric feature (KLL k = 1024;
 //! a window of ≤ 1024 rows is held exactly, ≤ 8 KiB), ≤ 14 KiB per categorical feature or
-//! label output, 26 KiB of HDR latency (see `kiln_telemetry::profile`). The store holds at
-//! most `max_versions × max_windows` of them: with the defaults (64 versions, 60 windows) and
-//! a 64-feature model with 2 outputs that is ≤ 64 × 60 × 1.9 MiB ≈ 7 GiB worst case, ~3 GiB
-//! with windows of 10⁴ rows, ~1-2 GiB with windows of ≤ 1024 rows; size `--telemetry-versions`
-//! and `--telemetry-windows` to the models served (10 versions × 60 windows ≈ 1.1 GiB worst
-//! case).
+//! label output, 26 KiB of HDR latency (see `kiln_telemetry::profile`). The counts alone allow
+//! `max_versions × max_windows` of them: with the defaults (64 versions, 60 windows) and a
+//! 64-feature model with 2 outputs, ≤ 64 × 60 × 1.9 MiB ≈ 7 GiB. `max_bytes`
+//! (`--telemetry-max-bytes`, 1 GiB by default) caps the estimated total whatever the counts; the
+//! estimate ([`ModelProfile::heap_bytes`]) counts the retained sketch items, category maps and
+//! histogram counts, not allocator slack.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -35,6 +37,7 @@ pub struct ProfileStore {
     window_ms: u64,
     max_windows: usize,
     max_versions: usize,
+    max_bytes: usize,
     inner: Mutex<Inner>,
 }
 
@@ -43,12 +46,35 @@ struct Inner {
     versions: HashMap<(String, String), Version>,
     /// Push counter: the recency order of versions.
     clock: u64,
+    /// Estimated memory of every window held.
+    bytes: usize,
 }
 
 #[derive(Debug)]
 struct Version {
     windows: BTreeMap<u64, ModelProfile>,
+    /// Estimated memory of each window (same keys as `windows`).
+    sizes: BTreeMap<u64, usize>,
     last_push: u64,
+}
+
+impl Version {
+    fn bytes(&self) -> usize {
+        self.sizes.values().sum()
+    }
+
+    /// Re-estimates window `start` after a change; returns (new size, old size).
+    fn resize(&mut self, start: u64) -> (usize, usize) {
+        let new = self.windows.get(&start).map_or(0, ModelProfile::heap_bytes);
+        let old = self.sizes.insert(start, new).unwrap_or(0);
+        (new, old)
+    }
+
+    /// Drops the oldest window; returns its estimated size.
+    fn pop_first(&mut self) -> usize {
+        self.windows.pop_first();
+        self.sizes.pop_first().map_or(0, |(_, size)| size)
+    }
 }
 
 /// The merge of a version's windows over a look-back.
@@ -103,8 +129,15 @@ impl ProfileStore {
             window_ms: window_ms.max(1),
             max_windows: max_windows.max(1),
             max_versions: max_versions.max(1),
+            max_bytes: usize::MAX,
             inner: Mutex::new(Inner::default()),
         }
+    }
+
+    /// The same store, holding at most `max_bytes` of estimated memory in all.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 
     /// The window length, ms.
@@ -130,14 +163,18 @@ impl ProfileStore {
                 .iter()
                 .min_by_key(|(_, v)| v.last_push)
                 .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                inner.versions.remove(&k);
+            if let Some(gone) = oldest.and_then(|k| inner.versions.remove(&k)) {
+                inner.bytes -= gone.bytes();
             }
         }
-        let version = inner.versions.entry(key).or_insert_with(|| Version {
-            windows: BTreeMap::new(),
-            last_push: clock,
-        });
+        let version = inner
+            .versions
+            .entry(key.clone())
+            .or_insert_with(|| Version {
+                windows: BTreeMap::new(),
+                sizes: BTreeMap::new(),
+                last_push: clock,
+            });
         match version.windows.get_mut(&start) {
             Some(window) => window
                 .merge(profile)
@@ -150,13 +187,40 @@ impl ProfileStore {
                     })?;
                 }
                 version.windows.insert(start, profile.clone());
-                while version.windows.len() > self.max_windows {
-                    version.windows.pop_first();
-                }
             }
         }
+        let (added, removed) = version.resize(start);
+        let mut freed = removed;
+        while version.windows.len() > self.max_windows {
+            freed += version.pop_first();
+        }
         version.last_push = clock;
+        inner.bytes = inner.bytes + added - freed;
+        self.shed(&mut inner, &key, start);
         Ok(())
+    }
+
+    /// Drops the oldest windows of the store while it holds more than `max_bytes`, never the
+    /// window `(key, start)` just pushed to (a window alone over the budget is kept).
+    fn shed(&self, inner: &mut Inner, key: &(String, String), start: u64) {
+        while inner.bytes > self.max_bytes {
+            let oldest = inner
+                .versions
+                .iter()
+                .filter_map(|(k, v)| {
+                    let (&first, _) = v.windows.first_key_value()?;
+                    (k != key || first != start).then_some((first, k.clone()))
+                })
+                .min();
+            let Some((_, k)) = oldest else {
+                return;
+            };
+            let version = inner.versions.get_mut(&k).expect("found above");
+            inner.bytes -= version.pop_first();
+            if version.windows.is_empty() {
+                inner.versions.remove(&k);
+            }
+        }
     }
 
     /// The merge of the windows of `model`/`version` that start at or after `since_ms`.
@@ -251,6 +315,11 @@ impl ProfileStore {
             .map(|((_, v), _)| v.clone())
     }
 
+    /// Estimated memory of every window held, bytes.
+    pub fn bytes(&self) -> usize {
+        self.inner.lock().expect("profile store lock").bytes
+    }
+
     /// (versions, windows) held.
     pub fn len(&self) -> (usize, usize) {
         let inner = self.inner.lock().expect("profile store lock");
@@ -318,6 +387,46 @@ mod tests {
         assert!((w.p99_ms - 100.0).abs() < 1.0, "{w:?}");
         assert!((w.throughput(10_000) - 0.4).abs() < 1e-9);
         assert!((w.error_rate_per_sec(10_000) - 0.1).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_byte_budget_drops_the_oldest_windows_of_the_store_first() {
+        let one = profile("1", 2000, 4).heap_bytes();
+        let s = ProfileStore::new(1000, 10, 10).with_max_bytes(3 * one + one / 2);
+        s.push(0, &profile("1", 2000, 4)).unwrap();
+        s.push(1000, &profile("2", 2000, 4)).unwrap();
+        s.push(2000, &profile("1", 2000, 4)).unwrap();
+        assert_eq!((s.len(), s.bytes()), ((2, 3), 3 * one));
+        // A fourth window goes over: version 1's window at 0 is the oldest of the store.
+        s.push(3000, &profile("2", 2000, 4)).unwrap();
+        assert_eq!((s.len(), s.bytes()), ((2, 3), 3 * one));
+        assert_eq!(s.merged("m", "1", 0).unwrap().unwrap().start_ms, 2000);
+        assert_eq!(s.merged("m", "2", 0).unwrap().unwrap().windows, 2);
+        // Merging into a window grows it; the oldest other windows make room.
+        s.push(3000, &profile("2", 2000, 4)).unwrap();
+        assert!(s.bytes() <= 3 * one + one / 2, "{} > budget", s.bytes());
+        assert!(s.merged("m", "2", 3000).unwrap().unwrap().profile.row_count == 4000);
+        // A window alone over the budget is kept (nothing else to drop).
+        let tiny = ProfileStore::new(1000, 10, 10).with_max_bytes(1);
+        tiny.push(0, &profile("1", 10, 1)).unwrap();
+        tiny.push(1000, &profile("1", 10, 1)).unwrap();
+        assert_eq!(tiny.len(), (1, 1));
+        assert_eq!(tiny.merged("m", "1", 0).unwrap().unwrap().start_ms, 1000);
+        // Evicting a version by count frees its bytes.
+        let counted = ProfileStore::new(1000, 10, 1);
+        counted.push(0, &profile("1", 10, 1)).unwrap();
+        counted.push(0, &profile("2", 10, 1)).unwrap();
+        assert_eq!(counted.bytes(), profile("2", 10, 1).heap_bytes());
+    }
+
+    #[test]
+    fn heap_bytes_grows_with_the_sketches_and_stays_bounded() {
+        let small = profile("1", 10, 4).heap_bytes();
+        let big = profile("1", 5000, 4).heap_bytes();
+        let bigger = profile("1", 50_000, 4).heap_bytes();
+        assert!(small < big, "{small} {big}");
+        // KLL (k = 1024) retains a bounded number of items: 10x the rows, < 1.5x the memory.
+        assert!(bigger < big * 3 / 2, "{big} {bigger}");
     }
 
     #[test]

@@ -52,6 +52,15 @@ fn cut(label: &str) -> &str {
 }
 
 impl CategoryCounts {
+    /// Heap memory held, estimated from the maps' capacities (a control byte per slot) and the
+    /// labels' bytes.
+    pub fn heap_bytes(&self) -> usize {
+        let slot = |kv: usize| kv + 1;
+        self.ints.capacity() * slot(std::mem::size_of::<(i64, u64)>())
+            + self.strs.capacity() * slot(std::mem::size_of::<(Box<str>, u64)>())
+            + self.strs.keys().map(|k| k.len()).sum::<usize>()
+    }
+
     /// Empty counts tracking at most `cap` categories.
     pub fn new(cap: usize) -> Self {
         Self {

@@ -31,6 +31,17 @@ pub struct FeatureProfile {
 }
 
 impl FeatureProfile {
+    /// Memory held, estimated (the struct, its name, sketch and category counts).
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.name.len()
+            + self.sketch.as_ref().map_or(0, QuantileSketch::heap_bytes)
+            + self
+                .categories
+                .as_ref()
+                .map_or(0, CategoryCounts::heap_bytes)
+    }
+
     /// An empty profile of `kind` named `name`.
     pub fn new(
         name: impl Into<String>,

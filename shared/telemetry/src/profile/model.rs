@@ -400,6 +400,25 @@ impl ModelProfile {
         &self.outputs
     }
 
+    /// Memory held, estimated: what a store of profiles budgets with. The sketches dominate
+    /// (4 bytes per retained item), then the latency histogram's counts.
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.model.len()
+            + self.version.len()
+            + self.latency.distinct_values() * std::mem::size_of::<u64>()
+            + self
+                .features
+                .iter()
+                .map(FeatureProfile::heap_bytes)
+                .sum::<usize>()
+            + self
+                .outputs
+                .iter()
+                .map(|o| o.profile.heap_bytes())
+                .sum::<usize>()
+    }
+
     /// The approximate `q`-quantile of feature `feature` (numeric features).
     pub fn quantile(&self, feature: usize, q: f64) -> Option<f64> {
         self.features.get(feature)?.quantile(q)

@@ -86,6 +86,11 @@ impl QuantileSketch {
         self.kll.num_retained()
     }
 
+    /// Heap memory held, estimated: the retained items plus the levels' bookkeeping.
+    pub fn heap_bytes(&self) -> usize {
+        self.retained() * std::mem::size_of::<f32>() + 256
+    }
+
     /// The KLL parameter `k`.
     pub fn k(&self) -> u16 {
         self.kll.k()
