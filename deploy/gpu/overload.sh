@@ -76,8 +76,9 @@ for spec in $RUNS; do
     echo "    10x: $(grep -E '^(OK|RESOURCE|DEADLINE|UNAVAIL|INTERNAL)' "$OUT/overload-$label-over.txt" | tr -s ' ' | tr '\n' ';')"
     if [ -n "$PACED" ]; then # 10x the rate the worker sustains, from n callers at most
         lt capacity "$capacity" "$conns" 3 1s
-        sustained=$(grep -o '"throughput_rps": *[0-9.]*' "$OUT/overload-$label-capacity.json" | grep -o '[0-9.]*$')
-        paced=$(awk -v r="$sustained" 'BEGIN { printf "%d", 10 * r }')
+        sustained=$(grep -o '"throughput_rps": *[0-9.]*' "$OUT/overload-$label-capacity.json" 2>/dev/null | grep -o '[0-9.]*$')
+        paced=$(awk -v r="${sustained:-0}" 'BEGIN { printf "%d", 10 * r }')
+        [ "$paced" -gt 0 ] || { echo "    paced: no sustained rate measured"; down; continue; }
         metrics "$OUT/overload-$label-m3.txt"
         lt paced "rate=$paced" "$conns" "$OVERLOAD_SECONDS" 1s
         metrics "$OUT/overload-$label-m4.txt"

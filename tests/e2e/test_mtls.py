@@ -258,16 +258,18 @@ def test_a_token_added_or_revoked_applies_without_a_restart(secure, heldout):
     late, late_line = new_token("late", "admin")
     status, message = refusal(lambda: infer(secure.client(), rows, late))
     assert status == "StatusCode.UNAUTHENTICATED" and "invalid bearer token" in message, message
-    app_line, *others = secure.token_lines
+    app_line, ops_line, gateway_line = secure.token_lines
     try:
-        # Add `late`, revoke `app`: the gateway and the monitor both follow the file.
-        secure.tokens.write_text("".join(f"{line}\n" for line in [*others, late_line]))
+        # Add `late`, revoke `app` and `ops`: the gateway and the monitor both follow the file.
+        secure.tokens.write_text(f"{gateway_line}\n{late_line}\n")
         wait_for("the gateway accepts the added token",
                  lambda: infer(secure.client(), rows, late) is not None, timeout=30)
         status, message = refusal(lambda: infer(secure.client(), rows, secure.app))
         assert status == "StatusCode.UNAUTHENTICATED" and "invalid bearer token" in message, message
         wait_for("the monitor accepts the added token",
                  lambda: "w1" in secure.cli("workers", token=late, check=False).stdout, timeout=30)
+        revoked = secure.cli("workers", token=secure.ops, check=False)
+        assert revoked.returncode != 0 and "invalid bearer token" in revoked.stderr, revoked.stderr
         # A token file that does not parse keeps the tokens in force.
         secure.tokens.write_text("late admin md5:00\n")
         wait_for("the gateway refused the broken file",
@@ -277,4 +279,6 @@ def test_a_token_added_or_revoked_applies_without_a_restart(secure, heldout):
         secure.tokens.write_text("".join(f"{line}\n" for line in secure.token_lines))
     wait_for("the gateway accepts the restored token",
              lambda: infer(secure.client(), rows, secure.app) is not None, timeout=30)
+    wait_for("the monitor accepts the restored token",
+             lambda: "w1" in secure.cli("workers", token=secure.ops, check=False).stdout, timeout=30)
     assert secure.procs["gateway"].poll() is None and secure.procs["monitor"].poll() is None

@@ -142,8 +142,7 @@ pub struct UpArgs {
     /// Run request intake (the async runtime: gRPC, decoding, admission, refusals) this much
     /// above the process's nice value, the workers' compute and model loading at its own, so
     /// that a flood of requests cannot take the CPU from admitted batches (Linux; 0: no split).
-    /// Default: 10 with `--backend wgpu`, else 0. Default: 10
-    /// with `--backend wgpu`, else 0.
+    /// Default: 10 with `--backend wgpu`, else 0.
     #[arg(long, env = "KILN_INTAKE_NICE", value_parser = clap::value_parser!(i32).range(0..=19))]
     pub intake_nice: Option<i32>,
     /// Model versions to deploy, `MODEL:VERSION`, one replica per worker (repeatable; `none`

@@ -30,6 +30,9 @@ use std::thread::{Builder, JoinHandle};
 /// needs it at once (every GPU sync), 0 (no split) for the CPU backends, whose compute would
 /// otherwise starve the intake that feeds it (measured in docs/BENCHMARKS.md).
 pub fn default_intake_nice(backend: kiln_model::Backend) -> i32 {
+    if !cfg!(target_os = "linux") {
+        return 0; // nice values are per process elsewhere: no split to make
+    }
     match backend {
         kiln_model::Backend::Wgpu => 10,
         kiln_model::Backend::Flex | kiln_model::Backend::Ndarray | kiln_model::Backend::WgpuCpu => {
@@ -109,6 +112,7 @@ where
     let Some(spawner) = SPAWNER.get() else {
         return builder.spawn(f);
     };
+    // Blocks the caller (maybe a runtime thread) for one thread creation: only at model load.
     let (tx, rx) = mpsc::sync_channel(1);
     let gone = || io::Error::other("the spawner thread has stopped");
     spawner

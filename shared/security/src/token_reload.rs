@@ -1,13 +1,17 @@
-//! The token book a server checks, following its file: `--tokens-file` is polled every
-//! `--tokens-reload-secs` and a changed file replaces the book, so tokens are added and revoked
-//! without a restart. A file that no longer parses (half written, or a mistake) leaves the
-//! previous book in force and is retried on the next poll; the warning says why.
+//! The token book a server checks, following its file: `--tokens-file` is read every
+//! `--tokens-reload-secs` and a file whose contents changed replaces the book, so tokens are
+//! added and revoked without a restart. A file that does not parse (a mistake, or cut inside a
+//! line while being written) leaves the previous book in force and is retried on the next poll;
+//! the warning says why. Replace the file atomically (write a new one and rename it over the
+//! old, as Kubernetes does for Secret volumes): a copy cut at a line boundary parses, with
+//! fewer tokens, until the next poll.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
 
 use crate::tokens::{TokenBook, TokenFileError};
 
@@ -18,11 +22,14 @@ pub struct Tokens {
     book: Arc<ArcSwap<TokenBook>>,
 }
 
-type Stamp = Option<(u64, SystemTime)>;
+/// The file's contents as of now (by hash: a rotation may keep its length and modification
+/// time on a coarse clock), or `None` when it cannot be read.
+type Stamp = Option<[u8; 32]>;
 
 fn stamp(path: &PathBuf) -> Stamp {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.len(), meta.modified().ok()?))
+    std::fs::read(path)
+        .ok()
+        .map(|bytes| Sha256::digest(bytes).into())
 }
 
 impl Tokens {
@@ -103,8 +110,8 @@ mod tests {
         assert!(tokens.current().verify(&old).is_some());
         assert!(tokens.current().verify(&new).is_none());
 
-        // Revoke `old`, add `new` (a different length, so the stamp changes on any filesystem).
-        std::fs::write(&path, format!("# rotated\n{new_line}\n")).unwrap();
+        // Revoke `old`, add `new`: the same length, maybe the same modification time.
+        std::fs::write(&path, format!("{new_line}\n")).unwrap();
         let mut waited = 0;
         while tokens.current().verify(&new).is_none() {
             assert!(

@@ -73,11 +73,12 @@ impl Telemetry for TelemetryService {
         let store = self.store.clone();
         let batch = req.into_inner();
         // Decoding sketches and merging is CPU work: keep it off the async workers.
-        let accepted = tokio::task::spawn_blocking(move || accept(&store, &batch))
-            .await
-            .map_err(|e| Error::Internal(format!("profile merge panicked: {e}")))??;
+        let accepted = tokio::task::spawn_blocking(move || accept(&store, &batch)).await;
+        // Also after a failed batch: the profiles before the failing one were stored.
         self.bytes
             .set(i64::try_from(self.store.bytes()).unwrap_or(i64::MAX));
+        let accepted =
+            accepted.map_err(|e| Error::Internal(format!("profile merge panicked: {e}")))??;
         Ok(Response::new(PushAck { accepted }))
     }
 }

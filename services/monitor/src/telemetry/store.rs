@@ -75,6 +75,12 @@ impl Version {
         self.windows.pop_first();
         self.sizes.pop_first().map_or(0, |(_, size)| size)
     }
+
+    /// Drops window `start`; returns its estimated size.
+    fn remove(&mut self, start: u64) -> usize {
+        self.windows.remove(&start);
+        self.sizes.remove(&start).unwrap_or(0)
+    }
 }
 
 /// The merge of a version's windows over a look-back.
@@ -175,10 +181,11 @@ impl ProfileStore {
                 sizes: BTreeMap::new(),
                 last_push: clock,
             });
-        match version.windows.get_mut(&start) {
+        let merged = match version.windows.get_mut(&start) {
+            // A merge that fails part-way may still have changed the window: resized below.
             Some(window) => window
                 .merge(profile)
-                .map_err(|e| Error::InvalidArgument(format!("profile does not merge: {e}")))?,
+                .map_err(|e| Error::InvalidArgument(format!("profile does not merge: {e}"))),
             None => {
                 if let Some((_, first)) = version.windows.iter().next() {
                     // Refuse a shape the version's other windows cannot merge with.
@@ -187,8 +194,9 @@ impl ProfileStore {
                     })?;
                 }
                 version.windows.insert(start, profile.clone());
+                Ok(())
             }
-        }
+        };
         let (added, removed) = version.resize(start);
         let mut freed = removed;
         while version.windows.len() > self.max_windows {
@@ -197,7 +205,7 @@ impl ProfileStore {
         version.last_push = clock;
         inner.bytes = inner.bytes + added - freed;
         self.shed(&mut inner, &key, start);
-        Ok(())
+        merged
     }
 
     /// Drops the oldest windows of the store while it holds more than `max_bytes`, never the
@@ -208,15 +216,15 @@ impl ProfileStore {
                 .versions
                 .iter()
                 .filter_map(|(k, v)| {
-                    let (&first, _) = v.windows.first_key_value()?;
-                    (k != key || first != start).then_some((first, k.clone()))
+                    let first = v.windows.keys().find(|&&w| k != key || w != start)?;
+                    Some((*first, k.clone()))
                 })
                 .min();
-            let Some((_, k)) = oldest else {
+            let Some((first, k)) = oldest else {
                 return;
             };
             let version = inner.versions.get_mut(&k).expect("found above");
-            inner.bytes -= version.pop_first();
+            inner.bytes -= version.remove(first);
             if version.windows.is_empty() {
                 inner.versions.remove(&k);
             }
@@ -406,6 +414,13 @@ mod tests {
         s.push(3000, &profile("2", 2000, 4)).unwrap();
         assert!(s.bytes() <= 3 * one + one / 2, "{} > budget", s.bytes());
         assert!(s.merged("m", "2", 3000).unwrap().unwrap().profile.row_count == 4000);
+        // A late push into a version's oldest window keeps that window and sheds the version's
+        // newer ones if nothing older is left.
+        let late = ProfileStore::new(1000, 10, 10).with_max_bytes(one + one / 2);
+        late.push(1000, &profile("1", 2000, 4)).unwrap();
+        late.push(0, &profile("1", 2000, 4)).unwrap();
+        assert_eq!((late.len(), late.bytes()), ((1, 1), one));
+        assert_eq!(late.merged("m", "1", 0).unwrap().unwrap().start_ms, 0);
         // A window alone over the budget is kept (nothing else to drop).
         let tiny = ProfileStore::new(1000, 10, 10).with_max_bytes(1);
         tiny.push(0, &profile("1", 10, 1)).unwrap();
