@@ -42,23 +42,29 @@ def ms(us) -> str:
     return "-" if us is None else f"{us / 1000:.2f}"
 
 
+def phase_runs(d: Path, phase: str) -> list:
+    """(label, kiln-loadtest JSON) of every `overload-LABEL-PHASE.json`, in natural order."""
+    paths = sorted(d.glob(f"overload-*-{phase}.json"), key=lambda p: natural(p.name))
+    return [(p.name[len("overload-"):-len(f"-{phase}.json")], json.loads(p.read_text())) for p in paths]
+
+
+def admitted_us(a: dict, b: dict) -> float:
+    """Mean time in the worker per successful request between two /metrics readings."""
+    n = delta(a, b, "nv_inference_request_success")
+    return delta(a, b, "nv_inference_request_duration_us") / max(n, 1)
+
+
 def overload(d: Path) -> None:
-    runs = sorted(d.glob("overload-*-over.json"), key=lambda p: natural(p.name))
+    runs = phase_runs(d, "over")
     if not runs:
         return
     print("| run | unloaded p50 / p99 (ms) | 10×: OK/s | OK p50 (ms) | OK p99 (ms) | "
           "p99 ratio | RESOURCE_EXHAUSTED/s | refused p50 / p99 (ms) | other | admitted time in worker, "
           "unloaded → 10× (µs) | avg batch at 10× | RSS MiB first / max / last |")
     print("|" + "---|" * 12)
-    for over_path in runs:
-        w = over_path.name[len("overload-"):-len("-over.json")]
-        over = json.loads(over_path.read_text())
+    for w, over in runs:
         unl = json.loads((d / f"overload-{w}-unloaded.json").read_text())
         m = [counters(d / f"overload-{w}-m{i}.txt") for i in range(3)]
-
-        def in_worker(a, b):
-            n = delta(a, b, "nv_inference_request_success")
-            return delta(a, b, "nv_inference_request_duration_us") / max(n, 1)
 
         def avg_batch(a, b):
             execs = delta(a, b, "nv_inference_exec_count")
@@ -73,26 +79,23 @@ def overload(d: Path) -> None:
         print(f"| {w} | {ms(ul['p50'])} / {ms(ul['p99'])} | {over['throughput_rps']:.0f} | {ms(ol['p50'])} | "
               f"{ms(ol['p99'])} | {ol['p99'] / ul['p99']:.2f} | {rej['count'] / over['measured_s']:.0f} | "
               f"{ms(rl.get('p50'))} / {ms(rl.get('p99'))} | {other or 'none'} | "
-              f"{in_worker(m[0], m[1]):.0f} → {in_worker(m[1], m[2]):.0f} | {avg_batch(m[1], m[2])} | "
+              f"{admitted_us(m[0], m[1]):.0f} → {admitted_us(m[1], m[2]):.0f} | {avg_batch(m[1], m[2])} | "
               f"{rss[0]:.0f} / {max(rss):.0f} / {rss[-1]:.0f} |" if rss else "| - |")
 
 
 def paced(d: Path) -> None:
     """The PACED=1 phase of overload.sh: 10x the sustained rate, open loop, bounded callers."""
-    runs = sorted(d.glob("overload-*-paced.json"), key=lambda p: natural(p.name))
+    runs = phase_runs(d, "paced")
     if not runs:
         return
     print("\n| run | sustained at capacity (OK/s) | offered (req/s) | OK/s | OK p50 (ms) | OK p99 (ms) | "
           "p99 ratio | RESOURCE_EXHAUSTED/s | not sent | admitted time in worker (µs) |")
     print("|" + "---|" * 10)
-    for path in runs:
-        w = path.name[len("overload-"):-len("-paced.json")]
-        r = json.loads(path.read_text())
+    for w, r in runs:
         cap = json.loads((d / f"overload-{w}-capacity.json").read_text())
         unl = json.loads((d / f"overload-{w}-unloaded.json").read_text())
         a, b = counters(d / f"overload-{w}-m3.txt"), counters(d / f"overload-{w}-m4.txt")
-        ok = delta(a, b, "nv_inference_request_success")
-        worker_us = delta(a, b, "nv_inference_request_duration_us") / max(ok, 1)
+        worker_us = admitted_us(a, b)
         rej = r["statuses"].get("RESOURCE_EXHAUSTED", {"count": 0})
         lat = r["latency_us"] or {}
         ratio = f"{lat['p99'] / unl['latency_us']['p99']:.2f}" if lat.get("p99") else "-"
