@@ -28,3 +28,13 @@ async fn main() -> anyhow::Result<()> {
     running.shutdown().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// Flags of the flattened groups (TLS, tokens, etcd, the service's own) never collide.
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

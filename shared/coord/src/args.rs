@@ -38,6 +38,14 @@ pub struct EtcdArgs {
         requires = "user"
     )]
     pub password: Option<String>,
+    /// How often the `--etcd-ca/--etcd-cert/--etcd-key` files are checked for changes, seconds
+    /// (0: never); new connections to etcd use the current ones.
+    #[arg(
+        long = "etcd-tls-reload-secs",
+        env = "KILN_ETCD_TLS_RELOAD_SECS",
+        default_value_t = kiln_security::args::DEFAULT_RELOAD_SECS
+    )]
+    pub etcd_tls_reload_secs: u64,
 }
 
 impl std::fmt::Debug for EtcdArgs {
@@ -51,11 +59,13 @@ impl EtcdArgs {
     pub fn config(&self) -> EtcdConfig {
         let mut config = EtcdConfig::new(self.endpoints.clone());
         config.credentials = self.user.clone().zip(self.password.clone());
-        if self.ca.is_some() || self.cert.is_some() {
+        let https = self.endpoints.iter().any(|e| e.starts_with("https://"));
+        if self.ca.is_some() || self.cert.is_some() || https {
             config.tls = Some(EtcdTls {
                 ca: self.ca.clone(),
                 cert: self.cert.clone(),
                 key: self.key.clone(),
+                reload: std::time::Duration::from_secs(self.etcd_tls_reload_secs),
             });
         }
         config

@@ -31,38 +31,91 @@ pub struct EtcdConfig {
 }
 
 /// PEM files for TLS to etcd: the CA that verifies etcd's certificate and, for etcd's
-/// `--client-cert-auth`, this process's client certificate and key.
-#[derive(Clone, Debug, Default)]
+/// `--client-cert-auth`, this process's client certificate and key. They are re-read every
+/// `reload` (zero: never) and each new connection uses the current ones, so a rotated client
+/// certificate is presented without a restart.
+#[derive(Clone, Debug)]
 pub struct EtcdTls {
     pub ca: Option<std::path::PathBuf>,
     pub cert: Option<std::path::PathBuf>,
     pub key: Option<std::path::PathBuf>,
+    pub reload: Duration,
+}
+
+impl Default for EtcdTls {
+    fn default() -> Self {
+        Self {
+            ca: None,
+            cert: None,
+            key: None,
+            reload: Duration::from_secs(kiln_security::args::DEFAULT_RELOAD_SECS),
+        }
+    }
 }
 
 impl EtcdTls {
-    fn options(&self) -> Result<etcd_client::TlsOptions> {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|e| {
-                CoordError::Unavailable(format!("cannot read etcd TLS file {}: {e}", p.display()))
-            })
+    /// A lazily connected channel over TLS to the first live member of `config.endpoints`,
+    /// with etcd-client's HTTP/2 settings (request timeout, keep-alive).
+    fn channel(&self, config: &EtcdConfig) -> Result<tonic::transport::Channel> {
+        if self.ca.is_none() {
+            return Err(CoordError::Unavailable(
+                "TLS to etcd needs the CA bundle that verifies it (--etcd-ca)".into(),
+            ));
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(CoordError::Unavailable(
+                "--etcd-cert and --etcd-key go together".into(),
+            ));
+        }
+        let files = kiln_security::TlsFiles {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            ca: self.ca.clone(),
+            client_auth: kiln_security::ClientAuth::None,
         };
-        let mut tls = etcd_client::TlsOptions::new();
-        if let Some(ca) = &self.ca {
-            tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
-        }
-        match (&self.cert, &self.key) {
-            (Some(cert), Some(key)) => {
-                tls = tls.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?));
-            }
-            (None, None) => {}
-            _ => {
-                return Err(CoordError::Unavailable(
-                    "--etcd-cert and --etcd-key go together".into(),
-                ));
-            }
-        }
-        Ok(tls)
+        let tls = kiln_security::TlsReloader::start(files, self.reload)
+            .map_err(|e| CoordError::Unavailable(format!("etcd TLS files: {e}")))?;
+        let members = config
+            .endpoints
+            .iter()
+            .map(|e| member(e))
+            .collect::<Result<Vec<_>>>()?;
+        let (host, port) = members
+            .first()
+            .cloned()
+            .ok_or_else(|| CoordError::Unavailable("no etcd endpoint given".into()))?;
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{host}:{port}"))
+            .map_err(|e| CoordError::Unavailable(format!("etcd endpoint {host}:{port}: {e}")))?
+            .timeout(config.request_timeout)
+            .http2_keep_alive_interval(KEEP_ALIVE.0)
+            .keep_alive_timeout(KEEP_ALIVE.1)
+            .keep_alive_while_idle(true);
+        Ok(kiln_security::connector::failover_channel(
+            endpoint,
+            &tls,
+            members,
+            config.connect_timeout,
+        ))
     }
+}
+
+/// HTTP/2 keep-alive to etcd: ping interval and how long a ping may go unanswered.
+const KEEP_ALIVE: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(3));
+
+/// (host, port) of an `https://host:port` endpoint (or bare `host:port`; port 2379 by default).
+fn member(endpoint: &str) -> Result<(String, u16)> {
+    let bad = |why: &str| CoordError::Unavailable(format!("etcd endpoint {endpoint:?}: {why}"));
+    if endpoint.starts_with("http://") {
+        return Err(bad("TLS to etcd needs https:// endpoints"));
+    }
+    let url = if endpoint.contains("://") {
+        endpoint.to_owned()
+    } else {
+        format!("https://{endpoint}")
+    };
+    let uri: http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
+    let host = uri.host().ok_or_else(|| bad("no host"))?;
+    Ok((host.to_owned(), uri.port_u16().unwrap_or(2379)))
 }
 
 impl std::fmt::Debug for EtcdConfig {
@@ -105,15 +158,19 @@ impl EtcdCoordinator {
         let mut options = ConnectOptions::new()
             .with_timeout(config.request_timeout)
             .with_connect_timeout(config.connect_timeout)
-            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
+            .with_keep_alive(KEEP_ALIVE.0, KEEP_ALIVE.1)
             .with_keep_alive_while_idle(true);
         if let Some((user, password)) = &config.credentials {
             options = options.with_user(user.clone(), password.clone());
         }
-        if let Some(tls) = &config.tls {
-            options = options.with_tls(tls.options()?);
-        }
-        let client = Client::connect(&config.endpoints, Some(options)).await?;
+        let client = match &config.tls {
+            // Our own TLS connector: it re-reads the certificate files (etcd-client's does not).
+            Some(tls) => {
+                let channel = etcd_client::Channel::Tonic(tls.channel(config)?);
+                Client::from_channel(channel, Some(options)).await?
+            }
+            None => Client::connect(&config.endpoints, Some(options)).await?,
+        };
         Ok(Self { client })
     }
 

@@ -5,14 +5,24 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{EtcdConfig, EtcdCoordinator};
+use crate::{EtcdConfig, EtcdCoordinator, EtcdTls};
 
 /// A running etcd server owned by a test.
 pub struct EtcdServer {
     child: Child,
-    /// Client URL, `http://127.0.0.1:{port}`.
+    /// Client URL, `http://127.0.0.1:{port}` (`https://` with TLS).
     pub endpoint: String,
+    /// The client TLS files its readiness probe and [`Self::connect`] use.
+    tls: Option<EtcdTls>,
     _dir: tempfile::TempDir,
+}
+
+/// PEM files of a TLS etcd: its certificate and key, and the CA its clients' certificates must
+/// chain to (`--client-cert-auth`).
+pub struct EtcdServerTls {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub ca: std::path::PathBuf,
 }
 
 fn free_port() -> u16 {
@@ -25,12 +35,38 @@ fn free_port() -> u16 {
 impl EtcdServer {
     /// Starts etcd and waits (up to 20 s) until it answers.
     pub async fn start() -> Self {
+        Self::start_with(None, None).await
+    }
+
+    /// Starts etcd serving TLS and requiring client certificates from `server.ca`; `client`
+    /// (files of a certificate it accepts) probes readiness and serves [`Self::connect`].
+    pub async fn start_tls(server: &EtcdServerTls, client: EtcdTls) -> Self {
+        Self::start_with(Some(server), Some(client)).await
+    }
+
+    async fn start_with(server_tls: Option<&EtcdServerTls>, tls: Option<EtcdTls>) -> Self {
         let bin = std::env::var("KILN_ETCD_BIN").unwrap_or_else(|_| "etcd".into());
         let dir = tempfile::tempdir().expect("temp dir");
         let (client, peer) = (free_port(), free_port());
-        let endpoint = format!("http://127.0.0.1:{client}");
+        let scheme = if server_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let endpoint = format!("{scheme}://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        if let Some(t) = server_tls {
+            command
+                .arg("--cert-file")
+                .arg(&t.cert)
+                .arg("--key-file")
+                .arg(&t.key)
+                .arg("--trusted-ca-file")
+                .arg(&t.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .args(["--name", "kiln-test", "--data-dir"])
             .arg(dir.path().join("data"))
             .args(["--listen-client-urls", &endpoint])
@@ -46,6 +82,7 @@ impl EtcdServer {
         let server = Self {
             child,
             endpoint,
+            tls,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -64,7 +101,9 @@ impl EtcdServer {
     }
 
     async fn try_connect(&self) -> crate::Result<EtcdCoordinator> {
-        EtcdCoordinator::connect(&EtcdConfig::new([self.endpoint.clone()])).await
+        let mut config = EtcdConfig::new([self.endpoint.clone()]);
+        config.tls = self.tls.clone();
+        EtcdCoordinator::connect(&config).await
     }
 
     /// A coordinator connected to this server.
