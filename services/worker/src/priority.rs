@@ -22,7 +22,6 @@
 
 use std::io;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc;
 use std::thread::{Builder, JoinHandle};
 
@@ -46,23 +45,26 @@ const COMPLETIONS_EVERY_TICKS: u32 = 2;
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// The spawner thread's queue, once [`runtime`] started it with a split.
-static SPAWNER: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
-/// The runtime threads' nice value, once [`runtime`] made a split.
-static INTAKE: AtomicI32 = AtomicI32::new(NO_SPLIT);
-const NO_SPLIT: i32 = i32::MIN;
+/// The split, once [`runtime`] made one: the spawner thread's queue and the runtime threads'
+/// nice value.
+static SPLIT: OnceLock<Split> = OnceLock::new();
+
+struct Split {
+    spawner: mpsc::Sender<Job>,
+    intake: i32,
+}
 
 /// Builds the process's multi-thread runtime. With `intake_nice > 0` its threads (workers and
-/// blocking pool) run that much above the process's nice value (at most 19), and [`spawn`] creates threads at the caller's own.
-/// Call it from the main thread, before any other runtime exists.
+/// blocking pool) run that much above the process's nice value (at most 19), and [`spawn`]
+/// creates threads at the caller's own. Call it from the main thread, before any other runtime
+/// exists.
 pub fn runtime(intake_nice: i32) -> io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if intake_nice > 0 {
         // Absolute: the blocking pool's threads are created by runtime threads, already raised.
         let intake = (current_thread_nice()? + intake_nice).min(19);
-        start_spawner()?;
-        INTAKE.store(intake, Ordering::Relaxed);
+        start_split(intake)?;
         // A request whose batch completes is woken from a compute thread, so its task goes to
         // the global queue, which a busy runtime thread reads only every ~200 µs of local work
         // (tokio's self-tuned interval): under a flood, that is refusals served first.
@@ -79,26 +81,23 @@ pub fn runtime(intake_nice: i32) -> io::Result<tokio::runtime::Runtime> {
 /// Moves the calling thread to the intake's nice value, if [`runtime`] made a split: for
 /// background work that must not take the CPU from compute either (traffic profiling).
 pub fn background() {
-    match INTAKE.load(Ordering::Relaxed) {
-        NO_SPLIT => {}
-        intake => {
-            if let Err(e) = set_current_thread_nice(intake) {
-                tracing::warn!(error = %e, "cannot lower a background thread's priority");
-            }
-        }
+    if let Some(split) = SPLIT.get()
+        && let Err(e) = set_current_thread_nice(split.intake)
+    {
+        tracing::warn!(error = %e, "cannot lower a background thread's priority");
     }
 }
 
-fn start_spawner() -> io::Result<()> {
-    if SPAWNER.get().is_some() {
+fn start_split(intake: i32) -> io::Result<()> {
+    if SPLIT.get().is_some() {
         return Ok(());
     }
-    let (tx, rx) = mpsc::channel::<Job>();
+    let (spawner, rx) = mpsc::channel::<Job>();
     Builder::new()
         .name("kiln-spawner".into())
         .spawn(move || rx.into_iter().for_each(|job| job()))?;
     // A second caller racing here keeps its own spawner idle: both run at the same priority.
-    let _ = SPAWNER.set(tx);
+    let _ = SPLIT.set(Split { spawner, intake });
     Ok(())
 }
 
@@ -109,13 +108,14 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let Some(spawner) = SPAWNER.get() else {
+    let Some(split) = SPLIT.get() else {
         return builder.spawn(f);
     };
     // Blocks the caller (maybe a runtime thread) for one thread creation: only at model load.
     let (tx, rx) = mpsc::sync_channel(1);
     let gone = || io::Error::other("the spawner thread has stopped");
-    spawner
+    split
+        .spawner
         .send(Box::new(move || {
             let _ = tx.send(builder.spawn(f));
         }))

@@ -6,14 +6,14 @@
 //! old, as Kubernetes does for Secret volumes): a copy cut at a line boundary parses, with
 //! fewer tokens, until the next poll.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
-use crate::tokens::{TokenBook, TokenFileError};
+use crate::tokens::{TokenBook, TokenFileError, read_file};
 
 /// The current token book. Cheap to clone and to read on every request (lock-free); the
 /// polling task ends when the last clone is dropped.
@@ -22,14 +22,12 @@ pub struct Tokens {
     book: Arc<ArcSwap<TokenBook>>,
 }
 
-/// The file's contents as of now (by hash: a rotation may keep its length and modification
-/// time on a coarse clock), or `None` when it cannot be read.
-type Stamp = Option<[u8; 32]>;
-
-fn stamp(path: &PathBuf) -> Stamp {
-    std::fs::read(path)
-        .ok()
-        .map(|bytes| Sha256::digest(bytes).into())
+/// The text of the file at `path` and its hash: a rotation may keep the file's length and
+/// modification time (on a coarse clock), so changes are told by content.
+fn read(path: &Path) -> Result<(String, [u8; 32]), TokenFileError> {
+    let text = read_file(path)?;
+    let hash = Sha256::digest(text.as_bytes()).into();
+    Ok((text, hash))
 }
 
 impl Tokens {
@@ -43,8 +41,8 @@ impl Tokens {
     /// Loads `path` (an error here is a startup error) and, with a non-zero `every`, polls it
     /// on the current tokio runtime.
     pub fn follow(path: PathBuf, every: Duration) -> Result<Self, TokenFileError> {
-        let mut seen = stamp(&path);
-        let tokens = Self::fixed(TokenBook::from_file(&path)?);
+        let (text, mut seen) = read(&path)?;
+        let tokens = Self::fixed(TokenBook::parse(&text)?);
         if !every.is_zero() {
             let book = Arc::downgrade(&tokens.book);
             tokio::spawn(async move {
@@ -56,17 +54,18 @@ impl Tokens {
                     let Some(book) = Weak::upgrade(&book) else {
                         return;
                     };
-                    let now = stamp(&path);
-                    if now == seen {
-                        continue;
-                    }
-                    match TokenBook::from_file(&path) {
-                        Ok(new) => {
-                            seen = now;
+                    // A failure leaves `seen` as it was: retried on the next tick.
+                    let changed = read(&path).and_then(|(text, hash)| match hash == seen {
+                        true => Ok(None),
+                        false => Ok(Some((TokenBook::parse(&text)?, hash))),
+                    });
+                    match changed {
+                        Ok(None) => {}
+                        Ok(Some((new, hash))) => {
+                            seen = hash;
                             tracing::info!(tokens = new.len(), "token file reloaded");
                             book.store(Arc::new(new));
                         }
-                        // `seen` stays stale: retried on the next tick.
                         Err(e) => {
                             tracing::warn!(error = %e, "token file reload failed; keeping the previous tokens")
                         }

@@ -97,6 +97,14 @@ pub fn new_token(client: &str, role: Role) -> (String, String) {
     (token, line)
 }
 
+/// The text of a token file.
+pub fn read_file(path: &Path) -> Result<String, TokenFileError> {
+    std::fs::read_to_string(path).map_err(|source| TokenFileError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
 impl TokenBook {
     /// Parses token-file text (lines, or `;`-separated entries when given inline by env).
     pub fn parse(text: &str) -> Result<Self, TokenFileError> {
@@ -134,11 +142,7 @@ impl TokenBook {
 
     /// Reads a token file.
     pub fn from_file(path: &Path) -> Result<Self, TokenFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TokenFileError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::parse(&text)
+        Self::parse(&read_file(path)?)
     }
 
     /// The entry `token` belongs to. Every entry is compared, each in constant time.
