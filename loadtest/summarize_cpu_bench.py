@@ -7,7 +7,8 @@ DIR holds, per overload run LABEL (`wW` for W worker CPUs in cpu_bench.sh, BACKE
 in overload.sh), `overload-LABEL-{unloaded,over}.json` (kiln-loadtest), `overload-LABEL-rss.txt`
 (KiB every 0.5 s) and `overload-LABEL-m{0,1,2}.txt` (the worker's /metrics before the unloaded
 run, between the runs, after the overload), with PACED=1 also `-{capacity,paced}.json` and
-`-m{3,4}.txt` (around the paced run); and per model and batching
+`-m{3,4}.txt` (around the paced run), and `overload-LABEL-{over,paced}-cpu.txt` (the worker's
+CPU use during those phases, from deploy/gpu/lib.sh's cpu_during); and per model and batching
 mode `batching-MODEL-LABEL-cC.txt` (perf_analyzer -v) with `.m0`/`.m1` (/metrics around it).
 """
 
@@ -54,14 +55,28 @@ def admitted_us(a: dict, b: dict) -> float:
     return delta(a, b, "nv_inference_request_duration_us") / max(n, 1)
 
 
+def busy(d: Path, w: str, phase: str, run: dict) -> str:
+    """How busy the worker's CPUs (`overload-LABEL-PHASE-cpu.txt`: CPUS CPU_S WALL_S) and the
+    load generator's (`client_cpu` of its JSON) were during a phase: "server / client"."""
+    f = d / f"overload-{w}-{phase}-cpu.txt"
+    server = "-"
+    if f.exists():
+        cpus, cpu_s, wall = f.read_text().split()
+        server = f"{100 * float(cpu_s) / max(float(wall), 1e-9) / max(int(cpus), 1):.0f} % of {cpus}"
+    c = run.get("client_cpu")
+    client = f"{100 * c['utilization']:.0f} % of {c['cpus']}" if c else "-"
+    return f"{server} / {client}"
+
+
 def overload(d: Path) -> None:
     runs = phase_runs(d, "over")
     if not runs:
         return
     print("| run | unloaded p50 / p99 (ms) | 10×: OK/s | OK p50 (ms) | OK p99 (ms) | "
           "p99 ratio | RESOURCE_EXHAUSTED/s | refused p50 / p99 (ms) | other | admitted time in worker, "
-          "unloaded → 10× (µs) | avg batch at 10× | RSS MiB first / max / last |")
-    print("|" + "---|" * 12)
+          "unloaded → 10× (µs) | avg batch at 10× | CPUs busy at 10×, server / client | "
+          "RSS MiB first / max / last |")
+    print("|" + "---|" * 13)
     for w, over in runs:
         unl = json.loads((d / f"overload-{w}-unloaded.json").read_text())
         m = [counters(d / f"overload-{w}-m{i}.txt") for i in range(3)]
@@ -80,6 +95,7 @@ def overload(d: Path) -> None:
               f"{ms(ol['p99'])} | {ol['p99'] / ul['p99']:.2f} | {rej['count'] / over['measured_s']:.0f} | "
               f"{ms(rl.get('p50'))} / {ms(rl.get('p99'))} | {other or 'none'} | "
               f"{admitted_us(m[0], m[1]):.0f} → {admitted_us(m[1], m[2]):.0f} | {avg_batch(m[1], m[2])} | "
+              f"{busy(d, w, 'over', over)} | "
               f"{rss[0]:.0f} / {max(rss):.0f} / {rss[-1]:.0f} |" if rss else "| - |")
 
 
@@ -89,8 +105,9 @@ def paced(d: Path) -> None:
     if not runs:
         return
     print("\n| run | sustained at capacity (OK/s) | offered (req/s) | OK/s | OK p50 (ms) | OK p99 (ms) | "
-          "p99 ratio | RESOURCE_EXHAUSTED/s | not sent | admitted time in worker (µs) |")
-    print("|" + "---|" * 10)
+          "p99 ratio | RESOURCE_EXHAUSTED/s | not sent | admitted time in worker (µs) | "
+          "CPUs busy, server / client |")
+    print("|" + "---|" * 11)
     for w, r in runs:
         cap = json.loads((d / f"overload-{w}-capacity.json").read_text())
         unl = json.loads((d / f"overload-{w}-unloaded.json").read_text())
@@ -101,7 +118,8 @@ def paced(d: Path) -> None:
         ratio = f"{lat['p99'] / unl['latency_us']['p99']:.2f}" if lat.get("p99") else "-"
         print(f"| {w} | {cap['throughput_rps']:.0f} | {r['intended'] / r['measured_s']:.0f} | "
               f"{r['throughput_rps']:.0f} | {ms(lat.get('p50'))} | {ms(lat.get('p99'))} | {ratio} | "
-              f"{rej['count'] / r['measured_s']:.0f} | {r['not_sent']} | {worker_us:.0f} |")
+              f"{rej['count'] / r['measured_s']:.0f} | {r['not_sent']} | {worker_us:.0f} | "
+              f"{busy(d, w, 'paced', r)} |")
 
 
 def perf(path: Path) -> dict:

@@ -38,3 +38,17 @@ down() { kill -INT $UP_PID 2>/dev/null; wait $UP_PID 2>/dev/null; }
 # The worker's Triton-named and Kiln counters, to file $1.
 metrics() { curl -s 127.0.0.1:9101/metrics | grep -E '^(nv_inference|kiln_inference)' > "$1"; }
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# CPU time of process $1 so far (user + system), in clock ticks (getconf CLK_TCK per second).
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Runs "$@" and writes to file $1 how busy process $2 kept the CPUs it may use meanwhile:
+# "CPUS CPU_SECONDS WALL_SECONDS" (the share busy is CPU_SECONDS / WALL_SECONDS / CPUS).
+cpu_during() {
+    local file=$1 pid=$2; shift 2
+    local t0 w0 cpus
+    cpus=$(awk '/Cpus_allowed_list/ {print $2}' "/proc/$pid/status" | tr ',' '\n' |
+        awk -F- '{n += ($2 == "" ? 1 : $2 - $1 + 1)} END {print n}')
+    t0=$(ticks "$pid"); w0=$(date +%s.%N)
+    "$@"
+    awk -v c="$cpus" -v t="$(( $(ticks "$pid") - t0 ))" -v hz="$(getconf CLK_TCK)" \
+        -v w0="$w0" -v w1="$(date +%s.%N)" 'BEGIN { printf "%d %.2f %.3f\n", c, t / hz, w1 - w0 }' > "$file"
+}

@@ -13,7 +13,10 @@
 # is the queue plus one batch in compute per instance: QUEUE * (1 + INSTANCES). kiln-loadtest (pinned to CLIENT_CPUS) then drives: a warm-up at 10x
 # (wgpu compiles and tunes its kernels per batch size on first use), concurrency 1 (unloaded),
 # and a closed loop of 10x capacity while the worker's RSS is sampled every 0.5 s; the worker's
-# /metrics before and after each phase give the server-side breakdown.
+# /metrics before and after each phase give the server-side breakdown, and the worker's CPU time
+# over the overload phases (LABEL-over-cpu.txt) says how busy its CPUs were, beside the load
+# generator's own figure (client_cpu in its JSON): a closed loop's callers wait at whichever
+# side is short of CPU.
 # PACED=1 adds the other reading of "10x capacity": 10x the request rate the worker sustains
 # (measured by a closed loop at its capacity), sent on a fixed schedule by at most 10x capacity
 # callers (kiln-loadtest --rate R --max-in-flight N: latency from the intended send time).
@@ -69,7 +72,7 @@ for spec in $RUNS; do
     pid=$UP_PID # kiln up runs the worker in its own process
     (while kill -0 "$pid" 2>/dev/null; do rss "$pid"; sleep 0.5; done) > "$OUT/overload-$label-rss.txt" &
     sampler=$!
-    lt over "$n" "$conns" "$OVERLOAD_SECONDS" 1s
+    cpu_during "$OUT/overload-$label-over-cpu.txt" "$pid" lt over "$n" "$conns" "$OVERLOAD_SECONDS" 1s
     kill $sampler 2>/dev/null
     metrics "$OUT/overload-$label-m2.txt"
     echo "$label capacity $capacity, closed loop $n: unloaded $(grep -E '^OK' "$OUT/overload-$label-unloaded.txt" | head -1 | tr -s ' ')"
@@ -80,7 +83,7 @@ for spec in $RUNS; do
         paced=$(awk -v r="${sustained:-0}" 'BEGIN { printf "%d", 10 * r }')
         [ "$paced" -gt 0 ] || { echo "    paced: no sustained rate measured"; down; continue; }
         metrics "$OUT/overload-$label-m3.txt"
-        lt paced "rate=$paced" "$conns" "$OVERLOAD_SECONDS" 1s
+        cpu_during "$OUT/overload-$label-paced-cpu.txt" "$pid" lt paced "rate=$paced" "$conns" "$OVERLOAD_SECONDS" 1s
         metrics "$OUT/overload-$label-m4.txt"
         echo "    paced at $paced/s (10x $sustained/s): $(grep -E '^(OK|RESOURCE|DEADLINE|UNAVAIL|INTERNAL)' "$OUT/overload-$label-paced.txt" | tr -s ' ' | tr '\n' ';')"
     fi

@@ -6,6 +6,9 @@
 //! - `errors` (non-OK answers), `not_sent` (client saturated), `sent`, `ok`: counts.
 //! - `error_rate`: fraction (`0.01`) or percent (`1%`) of sent requests.
 //! - `rps`: OK answers per second.
+//! - `client_cpu`: the load generator's share of its CPUs over the window, fraction or percent
+//!   (`client_cpu<90%`: the measurement is not the generator's own queueing). Fails where it
+//!   could not be measured.
 
 use std::fmt;
 use std::str::FromStr;
@@ -105,7 +108,18 @@ fn number_metric(name: &str, r: &Report) -> Option<f64> {
     })
 }
 
-const NUMBER_METRICS: [&str; 6] = ["errors", "not_sent", "sent", "ok", "error_rate", "rps"];
+const NUMBER_METRICS: [&str; 7] = [
+    "errors",
+    "not_sent",
+    "sent",
+    "ok",
+    "error_rate",
+    "rps",
+    "client_cpu",
+];
+
+/// Metrics that may be written as a percentage.
+const FRACTION_METRICS: [&str; 2] = ["error_rate", "client_cpu"];
 
 impl FromStr for Assertion {
     type Err = String;
@@ -128,15 +142,17 @@ impl FromStr for Assertion {
             let d = parse_duration(value).map_err(|e| format!("{text:?}: {e}"))?;
             d.as_secs_f64() * 1e6
         } else if NUMBER_METRICS.contains(&name) {
-            match (name, value.strip_suffix('%')) {
-                ("error_rate", Some(pct)) => pct.trim().parse::<f64>().map(|p| p / 100.0),
+            match value.strip_suffix('%') {
+                Some(pct) if FRACTION_METRICS.contains(&name) => {
+                    pct.trim().parse::<f64>().map(|p| p / 100.0)
+                }
                 _ => value.parse::<f64>(),
             }
             .map_err(|e| format!("{text:?}: {e}"))?
         } else {
             return Err(format!(
                 "{text:?}: unknown metric {name:?} (p50 p90 p95 p99 p99.9 p99.99 max min mean \
-                 errors error_rate not_sent sent ok rps)"
+                 errors error_rate not_sent sent ok rps client_cpu)"
             ));
         };
         Ok(Self {
@@ -163,7 +179,15 @@ impl FromStr for Assertions {
 impl Assertion {
     /// `None` if the condition holds on `report`, else what failed.
     pub fn check(&self, report: &Report) -> Option<Failure> {
-        let (actual, shown) = if let Some(v) = number_metric(&self.metric, report) {
+        let (actual, shown) = if self.metric == "client_cpu" {
+            let Some(cpu) = &report.client_cpu else {
+                return Some(Failure {
+                    condition: self.text.clone(),
+                    actual: "no measurement of the client's CPU".into(),
+                });
+            };
+            (cpu.utilization, format!("{:.1}%", cpu.utilization * 100.0))
+        } else if let Some(v) = number_metric(&self.metric, report) {
             (v, format!("{v}"))
         } else {
             let Some(us) = report
@@ -207,5 +231,23 @@ mod tests {
         let fail: Assertions = "p95<50ms".parse().unwrap();
         assert_eq!(fail.check(&r)[0].condition, "p95<50ms");
         assert!("p95<5".parse::<Assertions>().is_err(), "needs a unit");
+    }
+
+    #[test]
+    fn client_cpu_is_a_share_written_as_fraction_or_percent() {
+        let mut r = sample(1); // 30 % of 2 CPUs
+        let pass: Assertions = "client_cpu<90%,client_cpu>0.2".parse().unwrap();
+        assert_eq!(pass.check(&r), vec![]);
+        let fail: Assertions = "client_cpu<25%".parse().unwrap();
+        assert_eq!(fail.check(&r)[0].actual, "30.0%");
+        r.client_cpu = None;
+        assert_eq!(
+            pass.check(&r)[0].actual,
+            "no measurement of the client's CPU"
+        );
+        assert!(
+            "rps>5%".parse::<Assertions>().is_err(),
+            "only shares take %"
+        );
     }
 }

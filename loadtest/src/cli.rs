@@ -78,7 +78,8 @@ pub struct Args {
     /// Write the full result as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Conditions that must hold, else exit 1: `p99<5ms,errors=0,rps>1000,error_rate<1%`.
+    /// Conditions that must hold, else exit 1: `p99<5ms,errors=0,rps>1000,error_rate<1%`
+    /// (also `client_cpu<90%`, `p95`, `mean`, `not_sent`, ...: see the `assert` module).
     #[arg(long = "assert")]
     pub assertions: Option<Assertions>,
     /// Output formats and files (`--format`, `--csv`, `--html`, ...).

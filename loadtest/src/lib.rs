@@ -22,10 +22,12 @@
 //! - [`extras`]: the load side's optional report fields.
 //! - [`report`]: the result and its JSON; [`output`]: the table and the other formats (ghz
 //!   JSON, perf_analyzer CSV, HTML, HdrHistogram logs); [`server_stats`]: the server's
-//!   ModelStatistics over the window; [`mod@assert`]: `--assert` conditions.
+//!   ModelStatistics over the window; [`client_cpu`]: the load generator's own CPU over it;
+//!   [`mod@assert`]: `--assert` conditions.
 
 pub mod assert;
 pub mod cli;
+pub mod client_cpu;
 pub mod config;
 pub mod data;
 pub mod drift;
@@ -78,8 +80,11 @@ pub async fn run_live(
     let call = target::InferCall::of(clients, prepared, config.target.seed, config.target.timeout);
     let load = load::run(progress::Observed::new(call, live), &config.load);
     let warmup = config.load.warmup;
-    let (outcome, server) = server_stats::around(stats_client, &config.target, warmup, load).await;
+    let load = client_cpu::around(warmup, load);
+    let ((outcome, cpu_mark), server) =
+        server_stats::around(stats_client, &config.target, warmup, load).await;
     let mut report = Report::new(config, &plan, &outcome.recorder, outcome.measured);
+    report.client_cpu = cpu_mark.and_then(|m| m.until_now(report.sent));
     report.server = server;
     report.extras = extras::RunExtras::of(config, &outcome);
     Ok(report)

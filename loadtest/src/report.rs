@@ -34,10 +34,13 @@
 //!                 failed, inferences, executions, avg_batch_size, request_us, queue_us,
 //!                 compute_input_us, compute_infer_us, compute_output_us}, or null when the
 //!                 server has no statistics
+//! client_cpu      the load generator's own CPU over the window (see [`ClientCpu`]): {cpus,
+//!                 cpu_s, us_per_request, utilization}, or null where it cannot be read;
+//!                 utilization ≥ 0.9 means latencies include the generator's own queueing
 //! ```
 //!
 //! Fields added after the first release (`p95`, `ok_hist`, `started_unix_s`, `latency_hist`,
-//! `server`) default when absent, so older files still load.
+//! `server`, `client_cpu`) default when absent, so older files still load.
 //!
 //! Closed-loop latency counts from the actual send; open-loop latency from the due time.
 
@@ -47,6 +50,7 @@ use std::time::{Duration, SystemTime};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::client_cpu::ClientCpu;
 use crate::config::{LoadMode, RunConfig};
 use crate::record::{OK, Recorder, decode_histogram, encode_histogram};
 use crate::server_stats::ServerStats;
@@ -102,6 +106,9 @@ pub struct Report {
     /// The server's statistics over the window; `None` if it has none.
     #[serde(default)]
     pub server: Option<ServerStats>,
+    /// The load generator's own CPU over the window; `None` where it cannot be read.
+    #[serde(default)]
+    pub client_cpu: Option<ClientCpu>,
     /// The load side's optional additions (stability, stages, models, validation), flattened;
     /// see [`crate::extras`].
     #[serde(flatten)]
@@ -315,6 +322,7 @@ impl Report {
             started_unix_s: unix_s(rec.origin_wall()),
             latency_hist: rec.ok().map(encode_histogram),
             server: None,
+            client_cpu: None,
             extras: crate::extras::RunExtras::default(),
         }
     }

@@ -196,6 +196,13 @@ async fn the_binary_writes_every_output_format_and_merges_logs() {
         "{server:?}"
     );
     assert!(server.compute_infer_us > 0.0, "{server:?}");
+    // The generator measured its own CPU over the window: some, and at most all of its CPUs.
+    let cpu = report.client_cpu.as_ref().expect("getrusage works here");
+    assert!(
+        cpu.cpu_s > 0.0 && cpu.us_per_request > 0.0 && cpu.cpus >= 1,
+        "{cpu:?}"
+    );
+    assert!(cpu.utilization > 0.0 && cpu.utilization <= 1.05, "{cpu:?}");
 
     let csv = std::fs::read_to_string(path("r.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();

@@ -1,10 +1,12 @@
 //! The human summary table of a [`Report`] (its `Display`): target and load, counts,
 //! throughput, OK latency percentiles up to p99.99, statuses with their first message, the
-//! server's breakdown when it has statistics, and the per-second series (throughput by status
+//! server's breakdown when it has statistics, the load generator's own CPU (with a warning when
+//! it was short of it), and the per-second series (throughput by status
 //! and OK p50/p99; long runs are grouped into at most [`SERIES_ROWS`] rows).
 
 use std::fmt::{self, Write as _};
 
+use crate::client_cpu::{ClientCpu, SATURATED};
 use crate::config::LoadMode;
 use crate::output::{Interval, intervals};
 use crate::record::OK;
@@ -28,6 +30,9 @@ impl fmt::Display for Report {
         latency(self, &mut out)?;
         if let Some(server) = &self.server {
             server_section(self, server, &mut out)?;
+        }
+        if let Some(cpu) = &self.client_cpu {
+            client_cpu(cpu, &mut out)?;
         }
         self.extras.write_table(&mut out)?;
         series(self, &mut out)?;
@@ -179,6 +184,25 @@ fn server_section(r: &Report, s: &ServerStats, out: &mut String) -> fmt::Result 
             fmt_us_f(l.mean),
             fmt_us_f(s.request_us),
             fmt_us_f(l.mean - s.request_us)
+        )?;
+    }
+    Ok(())
+}
+
+fn client_cpu(c: &ClientCpu, out: &mut String) -> fmt::Result {
+    let plural = if c.cpus == 1 { "" } else { "s" };
+    writeln!(
+        out,
+        "client CPU  {} per request, {:.0}% of {} CPU{plural}",
+        fmt_us_f(c.us_per_request),
+        c.utilization * 100.0,
+        c.cpus
+    )?;
+    if c.saturated() {
+        writeln!(
+            out,
+            "WARNING     the load generator was short of CPU (>= {:.0}% busy): latencies include its own queueing; give it more CPUs or fewer callers",
+            SATURATED * 100.0
         )?;
     }
     Ok(())

@@ -5,6 +5,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tonic::Code;
 
+use crate::client_cpu::ClientCpu;
 use crate::config::{LoadConfig, LoadMode, RunConfig, TargetConfig};
 use crate::output::intervals;
 use crate::record::{Recorder, Sample};
@@ -14,7 +15,7 @@ use crate::target::ModelPlan;
 
 /// A closed-loop run of `seconds` seconds, concurrency 4, batch 2: per second 100 OK answers
 /// taking 1..=100 ms and 10 RESOURCE_EXHAUSTED ones ("queue full") taking 1 ms; server stats
-/// present.
+/// present; the load generator used 30 % of 2 CPUs.
 pub(crate) fn report(seconds: u64) -> Report {
     let origin = Instant::now();
     let mut rec = Recorder::new(origin);
@@ -74,6 +75,12 @@ pub(crate) fn report(seconds: u64) -> Report {
         compute_infer_us: 9_000.0,
         compute_output_us: 50.0,
     });
+    report.client_cpu = Some(ClientCpu::of(
+        Duration::from_millis(600 * seconds),
+        Duration::from_secs(seconds),
+        2,
+        110 * seconds,
+    ));
     report
 }
 
@@ -91,9 +98,11 @@ fn table_shows_tail_percentiles_statuses_per_second_and_the_server() {
         "infer 9.00ms",
         "OK/s",
         "RESOURCE_EXHAUSTED/s",
+        "client CPU  5.46ms per request, 30% of 2 CPUs",
     ] {
         assert!(text.contains(needle), "{needle:?} missing in\n{text}");
     }
+    assert!(!text.contains("short of CPU"), "{text}");
     let per_second: Vec<&str> = text
         .lines()
         .skip_while(|l| !l.starts_with("second"))
@@ -103,6 +112,26 @@ fn table_shows_tail_percentiles_statuses_per_second_and_the_server() {
     assert!(per_second[0].starts_with("0 "), "{text}");
     assert!(per_second[0].contains("100.0"), "{text}");
     assert!(per_second[0].contains("10.0"), "{text}");
+}
+
+#[test]
+fn table_warns_when_the_load_generator_was_short_of_cpu() {
+    let mut r = report(1);
+    r.client_cpu = Some(ClientCpu::of(
+        Duration::from_millis(950),
+        Duration::from_secs(1),
+        1,
+        100_000,
+    ));
+    let text = r.to_string();
+    assert!(
+        text.contains("client CPU  10µs per request, 95% of 1 CPU\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("WARNING     the load generator was short of CPU"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -138,11 +167,12 @@ fn reports_round_trip_and_older_json_still_loads() {
     assert!(r.started_unix_s > 1.6e9, "{}", r.started_unix_s);
     let mut value: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
     let object = value.as_object_mut().unwrap();
-    for added in ["started_unix_s", "latency_hist", "server"] {
+    for added in ["started_unix_s", "latency_hist", "server", "client_cpu"] {
         object.remove(added);
     }
     object["latency_us"].as_object_mut().unwrap().remove("p95");
     let old: Report = serde_json::from_value(value).unwrap();
     assert_eq!(old.server, None);
+    assert_eq!(old.client_cpu, None);
     assert_eq!(old.latency_us.unwrap().p95, 0);
 }
