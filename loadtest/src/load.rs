@@ -411,12 +411,36 @@ async fn open_loop<C: Call>(
     let mut paced = Recorder::new(window.measure_from);
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
     'schedule: while let Some(first) = arrivals.next_due() {
+        // Above ~1k req/s a spinning pacer never waits for anything that is not ready: let
+        // the futures beside the loop (the reads that open the measured window) run now and
+        // then.
+        tokio::task::consume_budget().await;
         let now = Instant::now();
         if first > now {
             wait_until(first, spin).await;
             continue;
         }
+        if in_flight.available_permits() == 0 {
+            // Every permit is out: wait for one instead of spinning through the schedule (which
+            // would burn the CPU the requests need and starve what runs beside the loop, such
+            // as the reads that open the measured window). The requests due meanwhile are not
+            // sent, exactly as if each had been tried at its due time; the freed permit goes
+            // to the next one due.
+            let freed = in_flight.clone().acquire_owned().await;
+            let freed_at = Instant::now();
+            while let Some(due) = arrivals.next_due().filter(|due| *due < freed_at) {
+                match window.admit(due) {
+                    Admit::Stop => break 'schedule,
+                    Admit::Measured => paced.record_not_sent(due),
+                    Admit::Warmup => {}
+                }
+                arrivals.advance();
+            }
+            drop(freed);
+            continue;
+        }
         while let Some(intended) = arrivals.next_due().filter(|due| *due <= now) {
+            tokio::task::consume_budget().await; // behind its schedule, likewise
             let admit = window.admit(intended);
             if admit == Admit::Stop {
                 break 'schedule;

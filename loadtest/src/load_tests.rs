@@ -187,6 +187,48 @@ async fn open_loop_counts_requests_over_max_in_flight_as_not_sent() {
     assert_eq!(rec.seconds()[0].not_sent, 90);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_open_loop_waits_for_a_free_slot_instead_of_spinning() {
+    // On the real clock, with spinning (the default), far more due than may be outstanding:
+    // 100k req/s, one in flight, each answer 200 ms. The pacer sleeps while the slot is out,
+    // lets what runs beside it in the same task (kiln-loadtest reads the server's statistics and its own CPU there) go on
+    // instead of holding it up until the run ends, and each freed slot goes to the next
+    // request due.
+    let server = ParallelServer {
+        service: 200 * MS,
+        reject_every: 0,
+    };
+    let mut load = open(100_000.0, 1, Duration::ZERO, SEC);
+    load.spin = true;
+    let started = Instant::now();
+    let cpu = crate::client_cpu::process_time();
+    let beside = async {
+        tokio::time::sleep(20 * MS).await;
+        started.elapsed()
+    };
+    let ((rec, _), beside) = tokio::join!(run_load(server, &load), beside);
+    assert!(
+        beside < 500 * MS,
+        "the future beside the loop ran after {beside:?}"
+    );
+    if let (Some(before), Some(after)) = (cpu, crate::client_cpu::process_time()) {
+        // nextest runs each test in its own process: this is the loop's CPU.
+        let used = after - before;
+        assert!(
+            used < 500 * MS,
+            "the pacer spun while the slot was out: {used:?} in 1 s"
+        );
+    }
+    let sent = rec.answered();
+    assert!((4..=5).contains(&sent), "one every 200 ms: {sent}");
+    assert!(rec.not_sent() + sent > 90_000, "{}", rec.not_sent());
+    assert!(
+        rec.send_lag().max() < 50_000,
+        "a freed slot takes the next request due, not an old one: {} µs",
+        rec.send_lag().max()
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn open_loop_spins_only_on_the_real_clock() {
     // With spinning on, a paused clock still advances (the busy wait is bounded in real time).
