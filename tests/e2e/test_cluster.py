@@ -63,6 +63,29 @@ def test_tritonclient_accuracy_on_heldout(cluster, heldout):
     assert one.as_numpy("label")[0] == labels[0]
 
 
+def test_tritonclient_class_count_gets_the_top_classes(cluster, heldout):
+    # Triton's classification extension: InferRequestedOutput(class_count=N) answers with the
+    # N largest entries per row as BYTES "value:index", largest first.
+    x = heldout["inputs"][:8]
+    inp = grpcclient.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    outs = [grpcclient.InferRequestedOutput("probabilities", class_count=3),
+            grpcclient.InferRequestedOutput("label")]
+    res = client(cluster.gateway_addr).infer("digits", [inp], outputs=outs)
+    top = res.as_numpy("probabilities")
+    print(f"class_count=3, first row: {top[0].tolist()}")
+    assert top.shape == (8, 3)
+    probs = heldout["ort_probabilities"][:8]
+    for row, expected in zip(top, probs):
+        parsed = [entry.decode().split(":") for entry in row]
+        indices = [int(i) for _, i in parsed]
+        values = [float(v) for v, _ in parsed]
+        assert indices == list(np.argsort(-expected, kind="stable")[:3])
+        assert np.allclose(values, expected[indices], atol=1e-5)
+        assert values == sorted(values, reverse=True)
+    assert list(res.as_numpy("label")) == [int(row[0].decode().split(":")[1]) for row in top]
+
+
 def raw_request(**overrides):
     req = service_pb2.ModelInferRequest(model_name="digits", id="bad")
     tensor = req.inputs.add(name="input", datatype="FP32", shape=[1, 64])

@@ -22,7 +22,7 @@
 //! overrides), [`package`] (verify and load),
 //! [`store`] (loaded versions), [`executor`] (the dynamic batcher: queue + compute threads), [`batch`] (its batch-forming
 //! policy), [`tensors`] (request
-//! decoding and validation), [`infer`] (one request end to end), [`service`] (the gRPC
+//! decoding and validation), [`classify`] (Triton's classification outputs), [`infer`] (one request end to end), [`service`] (the gRPC
 //! handlers), [`describe`] (metadata and config), [`stats`] and [`metrics`] (counters),
 //! [`limits`] (size error classification), [`priority`] (intake below compute), [`error`] (the one status mapping), [`telemetry`]
 //! (traffic profiles pushed to the monitors; stopped, after a last flush, once the server has
@@ -30,6 +30,7 @@
 
 pub mod agent;
 pub mod batch;
+pub mod classify;
 pub mod config;
 pub mod describe;
 pub mod error;

@@ -10,7 +10,9 @@
 //! Outputs mirror the request's encoding (raw in, raw out; typed in, typed out) so that
 //! tritonclient and perf_analyzer, which send raw, read `raw_output_contents`, and clients that
 //! send typed contents get typed contents back. Requested outputs come back in request order;
-//! with none requested, every output in manifest order.
+//! with none requested, every output in manifest order. An output requested with Triton's
+//! `classification` parameter comes back as its top entries ([`crate::classify`]). Tensors in
+//! shared memory are refused by name (Kiln has no shared-memory registration).
 
 use bytes::Bytes;
 use kiln_model::{HostData, HostTensor, Manifest, TensorSpec};
@@ -18,6 +20,7 @@ use kiln_proto::datatype::Datatype;
 use kiln_proto::inference::model_infer_response::InferOutputTensor;
 use kiln_proto::inference::{InferTensorContents, ModelInferRequest, ModelInferResponse};
 
+use crate::classify;
 use crate::error::WorkerError;
 use crate::executor::Tensors;
 
@@ -30,9 +33,24 @@ pub struct DecodedRequest {
     pub batch: u64,
     /// Whether the inputs came as `raw_input_contents` (outputs then go the same way).
     pub raw: bool,
-    /// Indices into the manifest's outputs, in response order.
-    pub outputs: Vec<usize>,
+    /// The outputs to answer with, in response order.
+    pub outputs: Vec<Requested>,
 }
+
+/// One output to answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Requested {
+    /// Index into the manifest's outputs.
+    pub index: usize,
+    /// Triton's classification: answer with the top this-many entries ([`crate::classify`]).
+    pub class_count: Option<usize>,
+}
+
+/// Inputs and outputs in shared memory (Triton's `shared_memory_region` parameter) are refused
+/// by name rather than misread as missing contents.
+const SHARED_MEMORY: &str = "shared_memory_region";
+const NO_SHARED_MEMORY: &str =
+    "shared memory is not supported by Kiln; send the tensor in raw_input_contents";
 
 fn names(specs: &[TensorSpec]) -> String {
     let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
@@ -155,6 +173,12 @@ pub fn decode_request(
 ) -> Result<DecodedRequest, WorkerError> {
     let inputs = std::mem::take(&mut req.inputs);
     let mut raw_contents = std::mem::take(&mut req.raw_input_contents);
+    if let Some(t) = inputs
+        .iter()
+        .find(|t| t.parameters.contains_key(SHARED_MEMORY))
+    {
+        return Err(WorkerError::input(&t.name, NO_SHARED_MEMORY));
+    }
     let raw = !raw_contents.is_empty();
     if raw {
         if let Some(t) = inputs
@@ -246,28 +270,44 @@ pub fn decode_request(
 fn requested_outputs(
     manifest: &Manifest,
     req: &ModelInferRequest,
-) -> Result<Vec<usize>, WorkerError> {
+) -> Result<Vec<Requested>, WorkerError> {
     if req.outputs.is_empty() {
-        return Ok((0..manifest.outputs.len()).collect());
+        return Ok((0..manifest.outputs.len())
+            .map(|index| Requested {
+                index,
+                class_count: None,
+            })
+            .collect());
     }
-    let mut selected = Vec::with_capacity(req.outputs.len());
+    let mut selected: Vec<Requested> = Vec::with_capacity(req.outputs.len());
     for out in &req.outputs {
-        let Some(idx) = manifest.outputs.iter().position(|s| s.name == out.name) else {
-            return Err(WorkerError::InvalidOutput {
-                name: out.name.clone(),
-                reason: format!(
-                    "unknown output; the model's outputs are {}",
-                    names(&manifest.outputs)
-                ),
-            });
+        let invalid = |reason: String| WorkerError::InvalidOutput {
+            name: out.name.clone(),
+            reason,
         };
-        if selected.contains(&idx) {
-            return Err(WorkerError::InvalidOutput {
-                name: out.name.clone(),
-                reason: "requested more than once".into(),
-            });
+        let Some(index) = manifest.outputs.iter().position(|s| s.name == out.name) else {
+            return Err(invalid(format!(
+                "unknown output; the model's outputs are {}",
+                names(&manifest.outputs)
+            )));
+        };
+        if selected.iter().any(|r| r.index == index) {
+            return Err(invalid("requested more than once".into()));
         }
-        selected.push(idx);
+        if out.parameters.contains_key(SHARED_MEMORY) {
+            return Err(invalid(NO_SHARED_MEMORY.replace(
+                "send the tensor in raw_input_contents",
+                "read it from raw_output_contents",
+            )));
+        }
+        let class_count = classify::class_count(out).map_err(invalid)?;
+        let datatype = manifest.outputs[index].dtype();
+        if class_count.is_some() && matches!(datatype, Datatype::Bool | Datatype::Bytes) {
+            return Err(invalid(format!(
+                "classification needs a numeric output, this one is {datatype}"
+            )));
+        }
+        selected.push(Requested { index, class_count });
     }
     Ok(selected)
 }
@@ -290,7 +330,7 @@ fn typed_contents(data: HostData) -> InferTensorContents {
 pub fn encode_response(
     resp: &mut ModelInferResponse,
     manifest: &Manifest,
-    selected: &[usize],
+    selected: &[Requested],
     raw: bool,
     outputs: Tensors,
 ) -> Result<(), WorkerError> {
@@ -300,11 +340,20 @@ pub fn encode_response(
             by_spec[idx] = Some(tensor);
         }
     }
-    for &idx in selected {
-        let name = &manifest.outputs[idx].name;
-        let tensor = by_spec[idx].take().ok_or_else(|| {
+    for requested in selected {
+        let name = &manifest.outputs[requested.index].name;
+        let mut tensor = by_spec[requested.index].take().ok_or_else(|| {
             WorkerError::Internal(format!("the model produced no output {name:?}"))
         })?;
+        if let Some(count) = requested.class_count {
+            tensor =
+                classify::top_k(&tensor, manifest.max_batch_size > 0, count).map_err(|reason| {
+                    WorkerError::InvalidOutput {
+                        name: name.clone(),
+                        reason,
+                    }
+                })?;
+        }
         let mut out = InferOutputTensor {
             name: name.clone(),
             datatype: tensor.datatype().as_str().to_string(),

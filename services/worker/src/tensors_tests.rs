@@ -1,6 +1,8 @@
 //! Unit tests of request decoding and response encoding (no model needed).
 
 use super::*;
+use kiln_proto::inference::InferParameter;
+use kiln_proto::inference::infer_parameter::ParameterChoice;
 use kiln_proto::inference::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 
 const MANIFEST: &str = r#"
@@ -79,7 +81,7 @@ fn decodes_raw_inputs_in_manifest_order() {
     assert_eq!(d.inputs[0].0, "x");
     assert_eq!(d.inputs[0].1.shape, vec![2, 2]);
     assert_eq!(d.inputs[1].1.data, HostData::I64(vec![1, 2, 3, 4, 5, 6]));
-    assert_eq!(d.outputs, vec![0, 1]);
+    assert_eq!(d.outputs, [wanted(0, None), wanted(1, None)]);
 }
 
 #[test]
@@ -105,7 +107,7 @@ fn decodes_typed_inputs() {
     let d = decode_request(&manifest(), &mut req).unwrap();
     assert!(!d.raw);
     assert_eq!(d.inputs[0].1.data, HostData::F32(vec![0.5, 1.5]));
-    assert_eq!(d.outputs, vec![1]);
+    assert_eq!(d.outputs, [wanted(1, None)]);
 }
 
 #[test]
@@ -195,6 +197,91 @@ fn rejects_malformed_requests() {
     expect_invalid(&mut r, "\"nope\": unknown output");
 }
 
+fn wanted(index: usize, class_count: Option<usize>) -> Requested {
+    Requested { index, class_count }
+}
+
+fn parameter(choice: ParameterChoice) -> std::collections::HashMap<String, InferParameter> {
+    [(
+        String::new(),
+        InferParameter {
+            parameter_choice: Some(choice),
+        },
+    )]
+    .into_iter()
+    .collect()
+}
+
+#[test]
+fn classification_and_shared_memory_parameters() {
+    // tritonclient's InferRequestedOutput("y", class_count=1): top entry per item, as BYTES.
+    let mut r = raw_request();
+    let mut classification = parameter(ParameterChoice::Int64Param(1));
+    classification.insert(
+        crate::classify::PARAMETER.into(),
+        classification[""].clone(),
+    );
+    r.outputs = vec![InferRequestedOutputTensor {
+        name: "y".into(),
+        parameters: classification,
+    }];
+    let decoded = decode_request(&manifest(), &mut r).unwrap();
+    assert_eq!(decoded.outputs, [wanted(0, Some(1))]);
+    let y = HostTensor {
+        shape: vec![2, 2],
+        data: HostData::F32(vec![0.25, 0.75, 0.5, 0.125]),
+    };
+    let mut resp = ModelInferResponse::default();
+    encode_response(
+        &mut resp,
+        &manifest(),
+        &decoded.outputs,
+        true,
+        vec![("y".into(), y)],
+    )
+    .unwrap();
+    assert_eq!(resp.outputs[0].datatype, "BYTES");
+    assert_eq!(resp.outputs[0].shape, [2, 1]);
+    let strings =
+        HostTensor::from_raw(Datatype::Bytes, vec![2, 1], &resp.raw_output_contents[0]).unwrap();
+    assert_eq!(
+        strings.data,
+        HostData::Bytes(vec![b"0.750000:1".to_vec(), b"0.500000:0".to_vec()])
+    );
+
+    let mut r = raw_request();
+    let mut bad = parameter(ParameterChoice::Int64Param(-2));
+    bad.insert(crate::classify::PARAMETER.into(), bad[""].clone());
+    r.outputs = vec![InferRequestedOutputTensor {
+        name: "y".into(),
+        parameters: bad,
+    }];
+    expect_invalid(
+        &mut r,
+        "output tensor \"y\": classification must not be negative",
+    );
+
+    // Shared memory is refused by name, before the missing raw contents are noticed.
+    let mut r = raw_request();
+    r.raw_input_contents.clear();
+    r.inputs[1].parameters.insert(
+        "shared_memory_region".into(),
+        parameter(ParameterChoice::StringParam("input_data".into()))[""].clone(),
+    );
+    expect_invalid(&mut r, "\"ids\": shared memory is not supported");
+    let mut r = raw_request();
+    r.outputs = vec![InferRequestedOutputTensor {
+        name: "label".into(),
+        parameters: [(
+            "shared_memory_region".to_string(),
+            parameter(ParameterChoice::StringParam("out".into()))[""].clone(),
+        )]
+        .into_iter()
+        .collect(),
+    }];
+    expect_invalid(&mut r, "\"label\": shared memory is not supported");
+}
+
 #[test]
 fn encodes_selected_outputs_raw_or_typed() {
     let m = manifest();
@@ -217,7 +304,14 @@ fn encodes_selected_outputs_raw_or_typed() {
         ]
     };
     let mut raw = ModelInferResponse::default();
-    encode_response(&mut raw, &m, &[1, 0], true, outputs()).unwrap();
+    encode_response(
+        &mut raw,
+        &m,
+        &[wanted(1, None), wanted(0, None)],
+        true,
+        outputs(),
+    )
+    .unwrap();
     assert_eq!(raw.outputs[0].name, "label");
     assert_eq!(raw.outputs[0].datatype, "INT64");
     assert_eq!(raw.outputs[1].shape, vec![1, 2]);
@@ -226,7 +320,7 @@ fn encodes_selected_outputs_raw_or_typed() {
     assert!(raw.outputs.iter().all(|o| o.contents.is_none()));
 
     let mut typed = ModelInferResponse::default();
-    encode_response(&mut typed, &m, &[0], false, outputs()).unwrap();
+    encode_response(&mut typed, &m, &[wanted(0, None)], false, outputs()).unwrap();
     assert!(typed.raw_output_contents.is_empty());
     assert_eq!(typed.outputs.len(), 1);
     assert_eq!(
