@@ -353,13 +353,17 @@ impl GrpcInferenceService for Gateway {
             .contains_key("grpc-timeout")
             .then(|| self.deadline(request.metadata()));
         let gateway = self.clone();
+        // A message that does not decode (or is over the size limit) ends the stream with its
+        // status, after the answers to the messages before it; a request that fails is
+        // answered in the stream with its error and id (Triton's convention), and the stream
+        // goes on.
         let answers = request
             .into_inner()
-            .take_while(|message| futures::future::ready(message.is_ok()))
-            .filter_map(|message| futures::future::ready(message.ok()))
             .map(move |message| {
                 let gateway = gateway.clone();
                 async move {
+                    let message = message.map_err(kiln_proto::edge::reclassify_status)?;
+                    let id = message.id.clone();
                     let deadline = gateway.message_deadline(stream_deadline);
                     Ok(match gateway.infer_observed(message, deadline).await {
                         Ok(response) => ModelStreamInferResponse {
@@ -368,7 +372,10 @@ impl GrpcInferenceService for Gateway {
                         },
                         Err(status) => ModelStreamInferResponse {
                             error_message: status.message().to_owned(),
-                            infer_response: None,
+                            infer_response: Some(ModelInferResponse {
+                                id,
+                                ..ModelInferResponse::default()
+                            }),
                         },
                     })
                 }

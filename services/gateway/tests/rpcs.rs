@@ -241,7 +241,8 @@ async fn stream_infer_forwards_each_message() {
     }
     assert_eq!(got.len(), 3);
     assert_eq!(got[0].infer_response.as_ref().unwrap().id, "req-1");
-    assert!(got[1].infer_response.is_none());
+    // A failed message is answered with its error and its id (Triton's convention).
+    assert_eq!(got[1].infer_response.as_ref().unwrap().id, "bad");
     assert!(
         got[1].error_message.contains("unknown model"),
         "{:?}",
@@ -253,6 +254,35 @@ async fn stream_infer_forwards_each_message() {
         ("second", "1")
     );
     assert_eq!(a.calls(), 2);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stream_message_over_the_size_limit_ends_the_stream_with_its_status() {
+    let coord = Arc::new(MemoryCoordinator::new());
+    let a = FakeWorker::start("wa", Behaviour::Echo).await;
+    register(&*coord, "m", "1", &a, ReplicaState::Ready).await;
+    let gw = gateway(coord.clone(), |c| c.max_message_bytes = 4096).await;
+    wait_ready(&gw, "m", "1", 1).await;
+    let mut client = client(&gw).await;
+
+    let big = Bytes::from(vec![0u8; 8192]);
+    let messages = vec![
+        request("m", "1", four_floats()),
+        request("m", "1", big),
+        request("m", "1", four_floats()),
+    ];
+    let mut answers = client
+        .model_stream_infer(tokio_stream::iter(messages))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = answers.message().await.unwrap().expect("the first answer");
+    assert!(first.error_message.is_empty(), "{first:?}");
+    // Not a silent end of stream: the caller hears why the rest got no answer.
+    let err = answers.message().await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert_eq!(a.calls(), 1);
     gw.shutdown().await;
 }
 

@@ -146,7 +146,7 @@ impl GrpcInferenceService for InferenceService {
                             }),
                         }
                     }
-                    Err(status) => Err(status),
+                    Err(status) => Err(kiln_proto::edge::reclassify_status(status)),
                 };
                 let end = answer.is_err();
                 if tx.send(answer).await.is_err() || end {

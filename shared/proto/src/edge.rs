@@ -29,6 +29,31 @@ pub fn is_size_limit(status: &Status) -> bool {
     status.code() == Code::OutOfRange && status.message().contains("message length too large")
 }
 
+/// The code Kiln promises instead of the one tonic gave `status`, if they differ (see the
+/// module docs).
+fn promised_code(status: &Status) -> Option<Code> {
+    if is_size_limit(status) {
+        Some(Code::ResourceExhausted)
+    } else if status.code() == Code::Internal
+        && status
+            .message()
+            .starts_with("failed to decode Protobuf message")
+    {
+        Some(Code::InvalidArgument)
+    } else {
+        None
+    }
+}
+
+/// [`reclassify`] for a status a handler passes on from a request stream: it reaches the
+/// caller in the trailers of a streaming answer, which `reclassify` does not see.
+pub fn reclassify_status(status: Status) -> Status {
+    match promised_code(&status) {
+        Some(code) => Status::new(code, status.message()),
+        None => status,
+    }
+}
+
 /// Rewrites tonic's size-limit OUT_OF_RANGE into RESOURCE_EXHAUSTED and its protobuf decode
 /// INTERNAL into INVALID_ARGUMENT, and cuts over-long status messages; leaves all else alone.
 pub fn reclassify<B>(mut response: Response<B>) -> Response<B> {
@@ -36,15 +61,12 @@ pub fn reclassify<B>(mut response: Response<B>) -> Response<B> {
         return response;
     };
     let rewrite = match code {
-        b"11" if Status::from_header_map(response.headers()).is_some_and(|s| is_size_limit(&s)) => {
-            Some("8")
-        }
-        b"13"
-            if Status::from_header_map(response.headers())
-                .is_some_and(|s| s.message().starts_with("failed to decode Protobuf message")) =>
-        {
-            Some("3")
-        }
+        b"11" | b"13" => Status::from_header_map(response.headers())
+            .and_then(|s| promised_code(&s))
+            .map(|code| match code {
+                Code::ResourceExhausted => "8",
+                _ => "3",
+            }),
         _ => None,
     };
     if let Some(code) = rewrite {
@@ -206,6 +228,18 @@ mod tests {
         );
         let other = Status::internal("worker crashed");
         assert_eq!(code_of(&reclassify(response_with(other))), Code::Internal);
+    }
+
+    #[test]
+    fn statuses_from_request_streams_get_the_same_codes() {
+        let too_big = Status::out_of_range("Error, decoded message length too large: found 9");
+        assert_eq!(reclassify_status(too_big).code(), Code::ResourceExhausted);
+        let garbage = Status::internal("failed to decode Protobuf message: invalid varint");
+        let mapped = reclassify_status(garbage);
+        assert_eq!(mapped.code(), Code::InvalidArgument);
+        assert!(mapped.message().contains("invalid varint"));
+        let other = Status::cancelled("gone");
+        assert_eq!(reclassify_status(other).code(), Code::Cancelled);
     }
 
     #[test]
