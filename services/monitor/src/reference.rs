@@ -33,7 +33,8 @@ use crate::error::{Error, Result};
 pub const REFERENCE_PROFILE_FILE: &str = kiln_telemetry::profile::REFERENCE_PROFILE_FILE;
 
 /// The profile shape of a package (see the module doc). The same layout as the worker's
-/// profiler (`services/worker/src/telemetry/profiler.rs`): FP32 inputs with static dims only,
+/// profiler (`services/worker/src/telemetry/profiler.rs`): FP32 inputs with static dims only
+/// (up to [`kiln_telemetry::profile::MAX_FEATURES`] features),
 /// a single-element input keeps its plain name, INT64/INT32/BYTES outputs are labels, FP32/FP64
 /// outputs scores, other outputs are not profiled.
 pub fn schema_for(manifest: &Manifest) -> Result<ProfileSchema> {

@@ -17,6 +17,8 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Default bound of the rows waiting to be profiled, per model version (64 Ki rows: 16 MiB of
 /// 64-feature FP32 rows at most).
 pub const DEFAULT_TELEMETRY_BUFFER_ROWS: usize = 65_536;
+/// Default of `--telemetry-buffer-bytes`: 64 MiB per model version.
+pub const DEFAULT_TELEMETRY_BUFFER_BYTES: usize = 64 << 20;
 
 /// How a worker runs.
 #[derive(Debug, Clone, clap::Args)]
@@ -114,6 +116,12 @@ pub struct Config {
     #[arg(long, env = "KILN_TELEMETRY_BUFFER_ROWS", default_value_t = DEFAULT_TELEMETRY_BUFFER_ROWS)]
     pub telemetry_buffer_rows: usize,
 
+    /// Bytes of copied rows waiting for the profiling thread, per model version, beyond which a
+    /// request's rows are dropped like over `--telemetry-buffer-rows` (a row of a model with
+    /// wide outputs can be large).
+    #[arg(long, env = "KILN_TELEMETRY_BUFFER_BYTES", default_value_t = DEFAULT_TELEMETRY_BUFFER_BYTES)]
+    pub telemetry_buffer_bytes: usize,
+
     /// Plaintext listener serving only grpc.health.v1, for probes that cannot do TLS.
     #[arg(long, env = "KILN_WORKER_HEALTH_ADDR")]
     pub health_addr: Option<SocketAddr>,
@@ -146,6 +154,7 @@ impl Default for Config {
             telemetry_sample_rate: 1.0,
             telemetry_max_rows_per_sec: 2000,
             telemetry_buffer_rows: DEFAULT_TELEMETRY_BUFFER_ROWS,
+            telemetry_buffer_bytes: DEFAULT_TELEMETRY_BUFFER_BYTES,
             health_addr: None,
             tls: kiln_security::TlsArgs::default(),
         }
@@ -257,6 +266,7 @@ mod tests {
         assert_eq!(parsed.monitors, default.monitors);
         assert_eq!(parsed.telemetry_sample_rate, default.telemetry_sample_rate);
         assert_eq!(parsed.telemetry_buffer_rows, default.telemetry_buffer_rows);
+        assert_eq!(parsed.telemetry_buffer_bytes, 64 << 20);
     }
 
     #[test]
@@ -271,6 +281,8 @@ mod tests {
             "0.25",
             "--telemetry-buffer-rows",
             "100",
+            "--telemetry-buffer-bytes",
+            "4096",
         ])
         .unwrap()
         .config;
@@ -278,6 +290,7 @@ mod tests {
         assert_eq!(c.monitors, ["127.0.0.1:8101", "http://m2:8101"]);
         assert_eq!(c.telemetry_sample_rate, 0.25);
         assert_eq!(c.telemetry_buffer_rows, 100);
+        assert_eq!(c.telemetry_buffer_bytes, 4096);
     }
 
     #[test]

@@ -153,6 +153,7 @@ fn start_telemetry(
         sample_rate: rate,
         max_rows_per_sec: config.telemetry_max_rows_per_sec,
         buffer_rows: config.telemetry_buffer_rows,
+        buffer_bytes: config.telemetry_buffer_bytes,
     };
     let telemetry = Telemetry::new(id, settings, registry);
     let push = PushTask::new(

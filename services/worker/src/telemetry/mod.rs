@@ -12,7 +12,8 @@
 //! - one push task ([`push`]) sends the closed windows to every monitor, as one
 //!   [`ProfileBatch`] per window; failures back off and never touch serving.
 //!
-//! Memory is bounded: per version, `buffer_rows` rows waiting, two request tallies (~29 KiB
+//! Memory is bounded: per version, `buffer_rows` rows and `buffer_bytes` bytes waiting, at
+//! most [`kiln_telemetry::profile::MAX_FEATURES`] input features, two request tallies (~29 KiB
 //! each) and at most [`MAX_CLOSED`] + 1 profiles; per monitor at most [`MAX_CLOSED`] batches
 //! waiting to be pushed.
 //!

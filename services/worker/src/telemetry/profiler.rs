@@ -6,7 +6,8 @@
 //!   request's outcome and latency in a small tally (a counter and an HDR histogram record), and
 //!   copies its FP32 input rows (and its outputs) into a [`Capture`] pushed into a bounded
 //!   buffer, each under a lock held only for that;
-//! - the buffer holds at most `buffer_rows` rows: a request whose rows do not fit has them
+//! - the buffer holds at most `buffer_rows` rows and `buffer_bytes` bytes of copies (wide
+//!   outputs can make one row large): a request whose rows do not fit has them
 //!   dropped and counted in `kiln_telemetry_samples_dropped_total{model,version}`; its count,
 //!   outcome and latency are kept all the same, so request and error counts are exact;
 //! - with a sample rate below 1, the rows of every ⌈1/rate⌉-th request or so (deterministically,
@@ -56,10 +57,29 @@ enum OutputData {
     Scores(Vec<f32>),
 }
 
+impl Capture {
+    /// Bytes of the copies.
+    fn bytes(&self) -> usize {
+        let inputs: usize = self.inputs.iter().map(|v| v.len() * 4).sum();
+        let outputs: usize = self
+            .outputs
+            .iter()
+            .flatten()
+            .map(|o| match o {
+                OutputData::Labels(v) => v.len() * 8,
+                OutputData::Strings(v) => v.iter().map(|s| s.len() + 24).sum(),
+                OutputData::Scores(v) => v.len() * 4,
+            })
+            .sum();
+        inputs + outputs
+    }
+}
+
 #[derive(Default)]
 struct Pending {
     captures: Vec<Capture>,
     rows: usize,
+    bytes: usize,
 }
 
 /// Which tensors of the manifest are profiled.
@@ -107,6 +127,8 @@ pub struct ProfilerSettings {
     pub max_rows_per_sec: u64,
     /// Most rows (and samples) waiting in the buffer.
     pub buffer_rows: usize,
+    /// Most bytes of copied rows waiting in the buffer.
+    pub buffer_bytes: usize,
 }
 
 /// The profile of one model version; see the module docs.
@@ -117,6 +139,7 @@ pub struct VersionProfiler {
     sample_rate: f64,
     budget: Option<RowBudget>,
     bound: usize,
+    max_bytes: usize,
     seen: AtomicU64,
     pending: Mutex<Pending>,
     /// Requests and latency since the last fold: a profile without features or outputs.
@@ -162,6 +185,7 @@ impl VersionProfiler {
             sample_rate: settings.sample_rate.clamp(0.0, 1.0),
             budget: RowBudget::new(settings.max_rows_per_sec),
             bound: settings.buffer_rows,
+            max_bytes: settings.buffer_bytes,
             seen: AtomicU64::new(0),
             pending: Mutex::new(Pending::default()),
             spare: Mutex::new(tally.clone()),
@@ -279,14 +303,16 @@ impl VersionProfiler {
         let Some(capture) = capture else {
             return true;
         };
+        let bytes = capture.bytes();
         let mut pending = lock(&self.pending);
-        if pending.rows + capture.rows > self.bound {
+        if pending.rows + capture.rows > self.bound || pending.bytes + bytes > self.max_bytes {
             drop(pending);
             drop(capture);
             self.dropped.inc();
             return false;
         }
         pending.rows += capture.rows;
+        pending.bytes += bytes;
         pending.captures.push(capture);
         true
     }
@@ -315,6 +341,7 @@ impl VersionProfiler {
             let mut pending = lock(&self.pending);
             std::mem::swap(&mut pending.captures, scratch);
             pending.rows = 0;
+            pending.bytes = 0;
         }
         let mut spare = lock(&self.spare);
         std::mem::swap(&mut *lock(&self.tally), &mut *spare);
@@ -406,6 +433,7 @@ mod tests {
             sample_rate,
             max_rows_per_sec: 0,
             buffer_rows,
+            buffer_bytes: usize::MAX,
         }
     }
 
@@ -449,6 +477,30 @@ mod tests {
         assert_eq!(profile.row_count, 3);
         assert_eq!(profile.latency().len(), 104);
         assert_eq!(p.pending_rows(), 0);
+    }
+
+    #[test]
+    fn the_buffer_is_bounded_in_bytes_too() {
+        let dropped = Counter::default();
+        let mut bounded = settings(1_000_000, 1.0);
+        // Two digits rows (64 features × 4 bytes each) fit, a third does not.
+        bounded.buffer_bytes = 2 * 64 * 4 + 100;
+        let p = VersionProfiler::new(&manifest(), bounded, dropped.clone()).unwrap();
+        let c = p.capture_inputs(&inputs(2), 2);
+        assert!(p.record(Duration::from_millis(1), true, c));
+        let c = p.capture_inputs(&inputs(1), 1);
+        assert!(
+            !p.record(Duration::from_millis(1), true, c),
+            "over the bytes"
+        );
+        assert_eq!((p.pending_rows(), dropped.get()), (2, 1));
+        let (mut scratch, mut rows) = (Vec::new(), Vec::new());
+        p.fold(unix_ms(), false, &mut scratch, &mut rows);
+        let c = p.capture_inputs(&inputs(1), 1);
+        assert!(
+            p.record(Duration::from_millis(1), true, c),
+            "room again after a fold"
+        );
     }
 
     #[test]

@@ -90,7 +90,7 @@ pub use model::{
 };
 pub use moments::Moments;
 pub use outlier::{CoMoments, MAX_FULL_COVARIANCE_FEATURES, OutlierFit, OutlierModel};
-pub use signature::{SignatureLayout, TensorSig, layout};
+pub use signature::{MAX_FEATURES, SignatureLayout, TensorSig, layout};
 pub use sketch::{DEFAULT_K, QuantileSketch, REFERENCE_K, max_retained};
 pub use window::{ClosedWindow, ProfileWindow};
 

@@ -4,11 +4,16 @@
 //!
 //! - FP32 inputs with static per-item dims are profiled, flattened: one numeric feature per
 //!   element, named `{input}[i]` (a single-element input keeps its bare name); other inputs (other
-//!   datatypes, dynamic dims) are left out.
+//!   datatypes, dynamic dims) are left out, and so is an input that would take the features past
+//!   [`MAX_FEATURES`] (an image's pixels are not features to watch one by one, and each feature
+//!   costs a sketch per window on the worker and the monitor).
 //! - INT64, INT32 and BYTES outputs are class labels (a class histogram); FP32 and FP64 outputs
 //!   are scores (a quantile sketch); other outputs are left out.
 
 use super::{FeatureKind, FeatureSpec, OutputKind, OutputSpec, ProfileSchema, SketchConfig};
+
+/// Most input features profiled per model; inputs beyond it are left out whole.
+pub const MAX_FEATURES: usize = 4096;
 
 /// One tensor of a signature: name, protocol datatype (`"FP32"`, ...), per-item dims (-1 =
 /// dynamic).
@@ -48,7 +53,13 @@ pub fn layout(
         if spec.datatype != "FP32" || spec.dims.iter().any(|d| *d < 0) {
             continue;
         }
-        let n = spec.dims.iter().map(|d| *d as usize).product::<usize>();
+        let n = spec
+            .dims
+            .iter()
+            .try_fold(1usize, |n, d| n.checked_mul(usize::try_from(*d).ok()?));
+        let Some(n) = n.filter(|n| *n <= MAX_FEATURES - schema.features.len()) else {
+            continue;
+        };
         if n == 1 && spec.dims.iter().all(|d| *d == 1) {
             schema.features.push(FeatureSpec {
                 name: spec.name.to_string(),
@@ -112,5 +123,41 @@ mod tests {
         assert_eq!(l.inputs, [(0, 4), (3, 1)]);
         assert_eq!(l.outputs, [(0, OutputKind::Label), (1, OutputKind::Score)]);
         assert_eq!(l.schema.outputs.len(), 2);
+    }
+
+    #[test]
+    fn inputs_past_the_feature_cap_are_left_out_whole() {
+        let sig = |name, dims| TensorSig {
+            name,
+            datatype: "FP32",
+            dims,
+        };
+        let image = [3, 224, 224];
+        let l = layout(
+            &[
+                sig("image", &image),
+                sig("meta", &[4]),
+                sig("huge", &[i64::MAX, 2]),
+            ],
+            &[],
+            SketchConfig::default(),
+        );
+        assert_eq!(
+            l.inputs,
+            [(1, 4)],
+            "the image and the overflowing input are left out"
+        );
+        assert_eq!(l.schema.features.len(), 4);
+        let fits = [MAX_FEATURES as i64];
+        let l = layout(
+            &[sig("x", &fits), sig("y", &[1])],
+            &[],
+            SketchConfig::default(),
+        );
+        assert_eq!(
+            l.inputs,
+            [(0, MAX_FEATURES)],
+            "the cap is inclusive; y would pass it"
+        );
     }
 }
