@@ -124,6 +124,19 @@ async fn register_deploy_and_list() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
+    // An override may not lift the per-version queue bound.
+    let err = admin
+        .deploy(DeployRequest {
+            batching: Some(kiln_proto::kiln::v1::BatchingOverrides {
+                max_queue_size: u32::MAX,
+                ..Default::default()
+            }),
+            ..deploy.clone()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("max_queue_size"), "{err:?}");
     let d = admin
         .deploy(deploy)
         .await

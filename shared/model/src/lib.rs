@@ -21,6 +21,8 @@ mod value;
 
 pub use backend::Backend;
 pub use error::{ModelError, Result};
-pub use manifest::{BatchingConfig, Manifest, TensorSpec, packages};
+pub use manifest::{
+    BatchingConfig, MAX_QUEUE_DELAY_US, MAX_QUEUE_SIZE, Manifest, TensorSpec, packages,
+};
 pub use model::Model;
 pub use tensor::{HostData, HostTensor};

@@ -44,6 +44,13 @@ pub struct Manifest {
 /// The most instances a manifest may ask for.
 pub const MAX_INSTANCE_COUNT: u32 = 64;
 
+/// The longest queue a package or a deployment may configure (`max_queue_size`): a bound on
+/// what one model version may hold, not a default.
+pub const MAX_QUEUE_SIZE: u32 = 65_536;
+
+/// The longest batching delay a package or a deployment may configure, µs (10 s).
+pub const MAX_QUEUE_DELAY_US: u64 = 10_000_000;
+
 /// One input or output of the model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,6 +154,19 @@ impl Manifest {
                 "instance_count {n} must be between 1 and {MAX_INSTANCE_COUNT}"
             ));
         }
+        let b = &self.batching;
+        if !(1..=MAX_QUEUE_SIZE).contains(&b.max_queue_size) {
+            return bad(format!(
+                "max_queue_size {} must be between 1 and {MAX_QUEUE_SIZE}",
+                b.max_queue_size
+            ));
+        }
+        if b.max_queue_delay_microseconds > MAX_QUEUE_DELAY_US {
+            return bad(format!(
+                "max_queue_delay_microseconds {} is above {MAX_QUEUE_DELAY_US} (10 s)",
+                b.max_queue_delay_microseconds
+            ));
+        }
         if self.inputs.is_empty() || self.outputs.is_empty() {
             return bad("a model needs at least one input and one output".into());
         }
@@ -225,6 +245,12 @@ mod tests {
         assert_eq!(instances(4).unwrap().instance_count, Some(4));
         assert!(instances(0).is_err());
         assert!(instances(MAX_INSTANCE_COUNT + 1).is_err());
+        let batching = |b: &str| Manifest::parse(&format!("{base}{out}[batching]\n{b}\n"));
+        assert!(batching("max_queue_size = 0").is_err(), "no queue at all");
+        assert!(batching(&format!("max_queue_size = {}", MAX_QUEUE_SIZE + 1)).is_err());
+        assert!(batching(&format!("max_queue_size = {MAX_QUEUE_SIZE}")).is_ok());
+        let delay = format!("max_queue_delay_microseconds = {}", MAX_QUEUE_DELAY_US + 1);
+        assert!(batching(&delay).unwrap_err().to_string().contains("10 s"));
     }
 
     #[test]

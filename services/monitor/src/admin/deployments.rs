@@ -49,10 +49,16 @@ fn check_constraints(req: &DeployRequest) -> Result<()> {
                 "batch sizes above 65536 are not accepted".into(),
             ));
         }
-        if b.max_queue_delay_microseconds > 10_000_000 {
+        if b.max_queue_delay_microseconds > kiln_model::MAX_QUEUE_DELAY_US {
             return Err(Error::InvalidArgument(
                 "max_queue_delay_microseconds above 10 s is not accepted".into(),
             ));
+        }
+        if b.max_queue_size > kiln_model::MAX_QUEUE_SIZE {
+            return Err(Error::InvalidArgument(format!(
+                "max_queue_size above {} is not accepted",
+                kiln_model::MAX_QUEUE_SIZE
+            )));
         }
     }
     Ok(())
