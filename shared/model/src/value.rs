@@ -234,6 +234,22 @@ impl Float {
     }
 }
 
+/// Most elements an operator may make from sizes it reads out of tensor values (`Range`,
+/// `ConstantOfShape`, `Expand`, broadcasting, `Pad`): 2^28 (1 GiB of FP32). Those sizes can come
+/// from request data, and an allocation that fails aborts the process, so the graph fails with
+/// an error instead. Inputs are bounded before the model runs (`--max-message-bytes`).
+pub const MAX_ELEMENTS: usize = 1 << 28;
+
+/// The element count of `dims`, or an error naming `op` when it passes [`MAX_ELEMENTS`].
+pub fn check_elements(op: &str, dims: &[usize]) -> Result<usize, String> {
+    dims.iter()
+        .try_fold(1usize, |n, d| n.checked_mul(*d))
+        .filter(|n| *n <= MAX_ELEMENTS)
+        .ok_or_else(|| {
+            format!("{op} would make a tensor of shape {dims:?}, over {MAX_ELEMENTS} elements")
+        })
+}
+
 /// The numpy broadcast of two shapes, or an error naming both.
 pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
     let rank = a.len().max(b.len());
@@ -248,7 +264,8 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
             (x, 1) => Ok(x),
             _ => Err(format!("shapes {a:?} and {b:?} do not broadcast")),
         })
-        .collect()
+        .collect::<Result<Vec<usize>, String>>()
+        .and_then(|shape| check_elements("broadcasting", &shape).map(|_| shape))
 }
 
 /// Normalizes a possibly negative ONNX axis against `rank`.
@@ -347,6 +364,22 @@ mod tests {
         assert_eq!(broadcast_shape(&[4, 1, 5], &[3, 1]).unwrap(), vec![4, 3, 5]);
         assert_eq!(broadcast_shape(&[], &[2]).unwrap(), vec![2]);
         assert!(broadcast_shape(&[2, 3], &[2]).is_err());
+        // Two modest vectors may not broadcast into a huge matrix.
+        let err = broadcast_shape(&[1 << 15, 1], &[1, 1 << 15]).unwrap_err();
+        assert!(err.contains("over 268435456 elements"), "{err}");
+    }
+
+    #[test]
+    fn element_counts_are_checked_against_the_cap() {
+        assert_eq!(check_elements("op", &[2, 3]), Ok(6));
+        assert_eq!(check_elements("op", &[]), Ok(1));
+        assert_eq!(check_elements("op", &[MAX_ELEMENTS]), Ok(MAX_ELEMENTS));
+        assert!(
+            check_elements("Range", &[MAX_ELEMENTS + 1])
+                .unwrap_err()
+                .starts_with("Range")
+        );
+        assert!(check_elements("op", &[usize::MAX, 2]).is_err(), "overflow");
     }
 
     #[test]

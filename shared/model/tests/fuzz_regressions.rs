@@ -65,3 +65,60 @@ fn an_initializer_of_wrapping_shape_and_no_data_is_refused() {
     let reason = onnx_error(&model);
     assert!(reason.contains("too many elements"), "{reason}");
 }
+
+/// Sizes read from request values: a `ConstantOfShape` whose shape is an input would have
+/// allocated whatever a caller asked for (an allocation that fails aborts the worker); it fails
+/// the request instead, and sensible shapes still work.
+#[test]
+fn a_shape_from_the_request_cannot_allocate_without_bound() {
+    use kiln_model::onnx::NodeProto;
+    use kiln_model::{HostData, HostTensor};
+    let vi = |name: &str| ValueInfoProto {
+        name: Some(name.into()),
+        r#type: None,
+    };
+    let onnx = ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(17),
+        }],
+        graph: Some(GraphProto {
+            node: vec![NodeProto {
+                input: vec!["shape".into()],
+                output: vec!["y".into()],
+                name: Some("fill".into()),
+                op_type: Some("ConstantOfShape".into()),
+                domain: Some(String::new()),
+                attribute: vec![],
+            }],
+            input: vec![vi("shape")],
+            output: vec![vi("y")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let manifest = Manifest::parse(
+        "name='t'\nversion='1'\n[[inputs]]\nname='shape'\ndatatype='INT64'\ndims=[2]\n\
+         [[outputs]]\nname='y'\ndatatype='FP32'\ndims=[-1, -1]\n",
+    )
+    .unwrap();
+    let model = Model::from_parts(manifest, &onnx, Backend::Flex).unwrap();
+    let run = |dims: [i64; 2]| {
+        let shape = HostTensor {
+            shape: vec![2],
+            data: HostData::I64(dims.to_vec()),
+        };
+        model.infer(vec![("shape".into(), shape)])
+    };
+    let err = run([1 << 20, 1 << 20]).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::Runtime { op, .. } if op == "ConstantOfShape"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("elements"), "{err}");
+    let out = run([2, 3]).unwrap();
+    assert_eq!(out[0].1.shape, [2, 3]);
+    assert_eq!(out[0].1.data, HostData::F32(vec![0.0; 6]));
+}

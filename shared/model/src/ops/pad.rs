@@ -7,7 +7,7 @@
 use burn::tensor::Device;
 
 use super::{index, layout};
-use crate::value::{Float, Host, Int, Value};
+use crate::value::{Float, Host, Int, Value, check_elements};
 
 /// The `mode` attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,10 +69,16 @@ pub fn pad(
             continue;
         }
         let dim = out.shape()[ax] as i64;
-        let len = dim + b + e;
+        let len = dim
+            .checked_add(b)
+            .and_then(|n| n.checked_add(e))
+            .ok_or_else(|| format!("Pad: pads ({b}, {e}) overflow"))?;
         if len < 0 {
             return Err(format!("Pad: pads ({b}, {e}) crop more than dim {dim}"));
         }
+        let mut padded = out.shape().to_vec();
+        padded[ax] = usize::try_from(len).map_err(|_| format!("Pad: length {len}"))?;
+        check_elements("Pad", &padded)?;
         if mode == PadMode::Constant {
             // Crop the negative sides, then concatenate fill blocks on the positive ones.
             let (lo, hi) = ((-b).max(0), dim - (-e).max(0));

@@ -4,7 +4,7 @@ use burn::tensor::Device;
 
 use super::layout::axes as norm_axes;
 use crate::onnx::TensorProto;
-use crate::value::{Float, Host, Int, Value, map_ranked};
+use crate::value::{Float, Host, Int, Value, check_elements, map_ranked};
 
 /// Reduction operators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +129,11 @@ pub fn range(
             if d == 0 {
                 return Err("Range delta must not be 0".into());
             }
-            let n = ((l - s) as f64 / d as f64).ceil().max(0.0) as usize;
+            let span = l
+                .checked_sub(s)
+                .ok_or_else(|| format!("Range from {s} to {l} overflows"))?;
+            let n = (span as f64 / d as f64).ceil().max(0.0) as usize;
+            check_elements("Range", &[n])?;
             Ok(Value::Int(Int::vector(
                 (0..n as i64).map(|k| s + k * d).collect(),
             )))
@@ -139,7 +143,11 @@ pub fn range(
             if d == 0.0 {
                 return Err("Range delta must not be 0".into());
             }
-            let n = ((l - s) / d).ceil().max(0.0) as usize;
+            let n = ((l - s) / d).ceil().max(0.0);
+            if !n.is_finite() {
+                return Err(format!("Range from {s} to {l} by {d} has no end"));
+            }
+            let n = check_elements("Range", &[n as usize])?;
             let data: Vec<f32> = (0..n).map(|k| s + k as f32 * d).collect();
             Ok(Value::Float(Float::from_host(data, vec![n], device)?))
         }
@@ -173,7 +181,7 @@ pub fn constant_of_shape(
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| format!("ConstantOfShape: negative dim {d}")))
         .collect::<Result<_, _>>()?;
-    let n: usize = dims.iter().product();
+    let n = check_elements("ConstantOfShape", &dims)?;
     let fill = match fill {
         Some(t) => crate::graph::decode_tensor(t, device).map_err(|e| e.to_string())?,
         None => Value::Float(Float::from_host(vec![0.0], vec![], device)?),
