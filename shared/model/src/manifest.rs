@@ -171,11 +171,23 @@ impl Manifest {
             return bad("a model needs at least one input and one output".into());
         }
         for t in self.inputs.iter().chain(&self.outputs) {
-            if Datatype::parse(&t.datatype).is_none() {
-                return bad(format!(
-                    "tensor {:?}: unknown datatype {:?}",
-                    t.name, t.datatype
-                ));
+            match Datatype::parse(&t.datatype) {
+                None => {
+                    return bad(format!(
+                        "tensor {:?}: unknown datatype {:?}",
+                        t.name, t.datatype
+                    ));
+                }
+                // Refused here rather than on every request once the version is READY.
+                Some(dt) if !crate::HostData::carries(dt) => {
+                    return bad(format!(
+                        "tensor {:?}: datatype {} is not supported (supported: {})",
+                        t.name,
+                        t.datatype,
+                        crate::HostData::DATATYPES
+                    ));
+                }
+                Some(_) => {}
             }
             if t.dims.iter().any(|d| *d < -1 || *d == 0) {
                 return bad(format!("tensor {:?}: dims must be positive or -1", t.name));
@@ -238,6 +250,9 @@ mod tests {
         assert!(Manifest::parse(&format!("{base}{out}")).is_ok());
         let bad_type = format!("{}{out}", base.replace("FP32", "FLOAT"));
         assert!(Manifest::parse(&bad_type).is_err());
+        let half = format!("{}{out}", base.replace("FP32", "FP16"));
+        let err = Manifest::parse(&half).unwrap_err().to_string();
+        assert!(err.contains("datatype FP16 is not supported"), "{err}");
         let escape = format!("model_file='../x.onnx'\n{base}{out}");
         assert!(Manifest::parse(&escape).is_err());
         assert!(Manifest::parse(base).is_err());

@@ -25,6 +25,26 @@ pub enum HostData {
     Bytes(Vec<Vec<u8>>),
 }
 
+impl HostData {
+    /// The protocol datatypes a host tensor carries (and so a model's inputs and outputs may
+    /// have), as a list for messages.
+    pub const DATATYPES: &str = "BOOL, UINT8, INT32, INT64, FP32, FP64, BYTES";
+
+    /// Whether a host tensor can carry elements of `datatype`.
+    pub fn carries(datatype: Datatype) -> bool {
+        matches!(
+            datatype,
+            Datatype::Bool
+                | Datatype::Uint8
+                | Datatype::Int32
+                | Datatype::Int64
+                | Datatype::Fp32
+                | Datatype::Fp64
+                | Datatype::Bytes
+        )
+    }
+}
+
 /// A tensor in host memory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostTensor {
