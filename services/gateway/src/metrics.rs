@@ -101,6 +101,9 @@ impl EncodeMetric for TritonCounter {
     }
 }
 
+/// Every value [`failure_reason`] gives.
+const FAILURE_REASONS: [&str; 4] = ["REJECTED", "CANCELED", "BACKEND", "OTHER"];
+
 /// Triton's failure reason of a gRPC code.
 pub fn failure_reason(code: Code) -> &'static str {
     match code {
@@ -265,6 +268,44 @@ impl Metrics {
                 model: model.to_owned(),
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Drops the request series of the model versions in `old` that `new` no longer has (and
+    /// of the models it no longer has at all), so that undeployed versions, which the retrain
+    /// loop keeps making, do not pile up in every scrape.
+    pub fn forget_removed(&self, old: &RoutingTable, new: &RoutingTable) {
+        for (model, routes) in old.models() {
+            let kept = new.model(model);
+            for version in routes.versions.keys() {
+                if kept.is_some_and(|m| m.versions.contains_key(version)) {
+                    continue;
+                }
+                let labels = VersionLabels {
+                    model: model.clone(),
+                    version: version.clone(),
+                };
+                self.nv_success.remove(&labels);
+                self.nv_duration_us.remove(&labels);
+                for reason in FAILURE_REASONS {
+                    self.nv_failure.remove(&FailureLabels {
+                        model: model.clone(),
+                        version: version.clone(),
+                        reason,
+                    });
+                }
+            }
+            if kept.is_none() {
+                for code in (0..=16).map(Code::from_i32) {
+                    self.requests.remove(&RequestLabels {
+                        model: model.clone(),
+                        code: code_name(code).to_owned(),
+                    });
+                }
+                self.duration.remove(&ModelLabel {
+                    model: model.clone(),
+                });
+            }
+        }
     }
 
     /// Sets the table-update timestamp to now.

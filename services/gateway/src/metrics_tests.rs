@@ -122,3 +122,37 @@ fn routed_requests_are_counted_under_tritons_names() {
         r#"kiln_gateway_requests_total{model="_unknown",code="NOT_FOUND"} 1"#,
     );
 }
+
+#[test]
+fn series_of_versions_gone_from_the_table_are_dropped() {
+    let mut registry = Registry::default();
+    let m = Metrics::register(&mut registry);
+    let mut state = RoutingState::default();
+    state.reset_replicas(&[
+        replica("1", "w1", ReplicaState::Ready),
+        replica("2", "w1", ReplicaState::Ready),
+    ]);
+    let both = state.table();
+    let ms = Duration::from_millis(3);
+    for version in ["1", "2"] {
+        m.observe_request("digits", Some(version), Code::Ok, ms);
+        m.observe_request("digits", Some(version), Code::Cancelled, ms);
+    }
+    state.reset_replicas(&[replica("2", "w1", ReplicaState::Ready)]);
+    let only_2 = state.table();
+    m.forget_removed(&both, &only_2);
+    let text = scrape(&registry);
+    assert!(!text.contains(r#"version="1""#), "{text}");
+    has(
+        &text,
+        r#"nv_inference_request_success{model="digits",version="2"} 1"#,
+    );
+    has(
+        &text,
+        r#"kiln_gateway_requests_total{model="digits",code="CANCELLED"} 2"#,
+    );
+    // The model gone altogether: its own series go too.
+    m.forget_removed(&only_2, &RoutingTable::default());
+    let text = scrape(&registry);
+    assert!(!text.contains(r#"model="digits""#), "{text}");
+}

@@ -253,6 +253,29 @@ impl Gateway {
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<ModelStreamInferResponse, Status>> + Send>>;
 
+/// A spawned task, aborted when this handle is dropped (a stream message's forward stops when
+/// its caller goes away).
+struct Spawned<T>(tokio::task::JoinHandle<T>);
+
+impl<T> std::future::Future for Spawned<T> {
+    type Output = Result<T, Status>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map_err(|e| Status::internal(format!("stream message task failed: {e}")))
+    }
+}
+
+impl<T> Drop for Spawned<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 #[tonic::async_trait]
 impl GrpcInferenceService for Gateway {
     async fn server_live(
@@ -357,11 +380,14 @@ impl GrpcInferenceService for Gateway {
         // status, after the answers to the messages before it; a request that fails is
         // answered in the stream with its error and id (Triton's convention), and the stream
         // goes on.
+        // Each message is forwarded by its own task, so it finishes (and gives back its
+        // admission slot) whether or not the caller reads the answers; at most
+        // STREAM_CONCURRENCY answers wait for a caller that does not.
         let answers = request
             .into_inner()
             .map(move |message| {
                 let gateway = gateway.clone();
-                async move {
+                Spawned(tokio::spawn(async move {
                     let message = message.map_err(kiln_proto::edge::reclassify_status)?;
                     let id = message.id.clone();
                     let deadline = gateway.message_deadline(stream_deadline);
@@ -378,9 +404,10 @@ impl GrpcInferenceService for Gateway {
                             }),
                         },
                     })
-                }
+                }))
             })
-            .buffered(STREAM_CONCURRENCY);
+            .buffered(STREAM_CONCURRENCY)
+            .map(Result::flatten);
         Ok(Response::new(Box::pin(answers)))
     }
 

@@ -131,6 +131,7 @@ impl Watcher {
             .table_replicas
             .set(table.ready_replicas() as i64);
         self.metrics.table_workers.set(self.backends.len() as i64);
+        self.metrics.forget_removed(&self.table.borrow(), &table);
         tracing::debug!(
             ready_replicas = table.ready_replicas(),
             workers_added = added,

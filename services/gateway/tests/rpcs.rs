@@ -286,6 +286,50 @@ async fn a_stream_message_over_the_size_limit_ends_the_stream_with_its_status() 
     gw.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_caller_stops_reading_holds_no_admission_slots() {
+    // 200 messages of 64 KiB, echoed back, and the caller reads nothing at first: once HTTP/2
+    // flow control stops the gateway's answers, the messages already forwarded must still finish
+    // and give back their --max-inflight slots, or a few such streams pin the gateway's whole
+    // budget and every other caller gets RESOURCE_EXHAUSTED.
+    let coord = Arc::new(MemoryCoordinator::new());
+    let a = FakeWorker::start("wa", Behaviour::Echo).await;
+    register(&*coord, "m", "1", &a, ReplicaState::Ready).await;
+    let gw = gateway(coord.clone(), |_| {}).await;
+    wait_ready(&gw, "m", "1", 1).await;
+    let mut client = client(&gw).await;
+    let payload = Bytes::from(vec![0u8; 64 * 1024]);
+    let messages: Vec<_> = (0..200)
+        .map(|i| {
+            let mut r = request("m", "1", payload.clone());
+            r.id = format!("{i}");
+            r
+        })
+        .collect();
+    let mut answers = client
+        .model_stream_infer(tokio_stream::iter(messages))
+        .await
+        .unwrap()
+        .into_inner();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while a.calls() < 40 || gw.inflight() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} slots still held with {} messages forwarded and nothing read",
+            gw.inflight(),
+            a.calls()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut ids = Vec::new();
+    while let Some(answer) = answers.message().await.unwrap() {
+        ids.push(answer.infer_response.unwrap().id);
+    }
+    let expected: Vec<String> = (0..200).map(|i| format!("{i}")).collect();
+    assert_eq!(ids, expected, "every answer, in order");
+    gw.shutdown().await;
+}
+
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
