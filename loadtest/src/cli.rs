@@ -58,6 +58,7 @@ pub struct Args {
     #[arg(long, default_value_t = 10_000)]
     pub max_in_flight: usize,
     /// Open loop: do not busy-wait for exact send times (saves a core, adds up to 1 ms lag).
+    /// A generator allowed a single CPU never spins: the pacer would take it from the requests.
     #[arg(long)]
     pub no_spin: bool,
     /// HTTP/2 connections (default: min(concurrency, 4) closed, 4 open).
@@ -157,7 +158,7 @@ impl Args {
             warmup: self.warmup,
             duration,
             requests: self.requests,
-            spin: !self.no_spin,
+            spin: !self.no_spin && crate::client_cpu::allowed_cpus() > 1,
             stability,
             stages,
             arrival: self.plan.arrival,
