@@ -1,7 +1,8 @@
 //! Triton's classification extension: an output requested with the `classification`
 //! parameter (what tritonclient's `InferRequestedOutput(name, class_count=N)` sends) comes back
 //! as its `N` largest entries per batch item instead of the whole tensor: BYTES strings
-//! `"value:index"`, largest first, shaped `[batch, n]` for a batching model (`[n]` otherwise),
+//! `"value:index"` (`"value:index:label"` when the manifest gives the output `labels`), largest
+//! first, shaped `[batch, n]` for a batching model (`[n]` otherwise),
 //! `n = min(N, entries per item)`. Values print as Triton prints them: floats with six
 //! decimals, integers as they are. Ties keep index order.
 
@@ -55,7 +56,12 @@ fn entries(data: &HostData) -> Vec<(f64, String)> {
 
 /// The top `count` entries of each batch item of `tensor` (the first dimension is the batch
 /// when `batched`), as described in the module docs.
-pub fn top_k(tensor: &HostTensor, batched: bool, count: usize) -> Result<HostTensor, String> {
+pub fn top_k(
+    tensor: &HostTensor,
+    batched: bool,
+    count: usize,
+    labels: &[String],
+) -> Result<HostTensor, String> {
     if !classifiable(&tensor.data) {
         return Err(format!(
             "classification needs a numeric output, this one is {}",
@@ -77,11 +83,13 @@ pub fn top_k(tensor: &HostTensor, batched: bool, count: usize) -> Result<HostTen
         order.extend(0..row.len());
         // Stable: equal values keep index order.
         order.sort_by(|&a, &b| row[b].0.total_cmp(&row[a].0));
-        out.extend(
-            order[..n]
-                .iter()
-                .map(|&i| format!("{}:{i}", row[i].1).into_bytes()),
-        );
+        out.extend(order[..n].iter().map(|&i| {
+            match labels.get(i) {
+                Some(label) => format!("{}:{i}:{label}", row[i].1),
+                None => format!("{}:{i}", row[i].1),
+            }
+            .into_bytes()
+        }));
     }
     let shape = if batched { vec![rows, n] } else { vec![n] };
     Ok(HostTensor {
@@ -145,14 +153,14 @@ mod tests {
             shape: vec![2, 4],
             data: HostData::F32(vec![0.1, 0.6, 0.2, 0.1, 0.7, 0.05, 0.05, 0.2]),
         };
-        let top = top_k(&probs, true, 2).unwrap();
+        let top = top_k(&probs, true, 2, &[]).unwrap();
         assert_eq!(top.shape, [2, 2]);
         assert_eq!(
             strings(&top),
             ["0.600000:1", "0.200000:2", "0.700000:0", "0.200000:3"]
         );
         // More classes than entries: every entry, sorted; ties keep index order.
-        let all = top_k(&probs, true, 10).unwrap();
+        let all = top_k(&probs, true, 10, &[]).unwrap();
         assert_eq!(all.shape, [2, 4]);
         assert_eq!(
             &strings(&all)[..4],
@@ -166,7 +174,7 @@ mod tests {
             shape: vec![3],
             data: HostData::I64(vec![5, -2, 9]),
         };
-        let top = top_k(&scores, false, 2).unwrap();
+        let top = top_k(&scores, false, 2, &[]).unwrap();
         assert_eq!(top.shape, [2]);
         assert_eq!(strings(&top), ["9:2", "5:0"]);
         let nan = HostTensor {
@@ -174,13 +182,24 @@ mod tests {
             data: HostData::F64(vec![f64::NAN, 1.0, -1.0]),
         };
         assert_eq!(
-            strings(&top_k(&nan, true, 3).unwrap()),
+            strings(&top_k(&nan, true, 3, &[]).unwrap()),
             ["1.000000:1", "-1.000000:2", "NaN:0"]
+        );
+        let labels = ["low".to_string(), "mid".to_string()];
+        let labelled = top_k(&scores, false, 3, &labels).unwrap();
+        assert_eq!(
+            strings(&labelled),
+            ["9:2", "5:0:low", "-2:1:mid"],
+            "an index past the labels has none"
         );
         let flags = HostTensor {
             shape: vec![2],
             data: HostData::Bool(vec![true, false]),
         };
-        assert!(top_k(&flags, false, 1).unwrap_err().contains("numeric"));
+        assert!(
+            top_k(&flags, false, 1, &[])
+                .unwrap_err()
+                .contains("numeric")
+        );
     }
 }

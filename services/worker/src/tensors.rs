@@ -346,13 +346,14 @@ pub fn encode_response(
             WorkerError::Internal(format!("the model produced no output {name:?}"))
         })?;
         if let Some(count) = requested.class_count {
-            tensor =
-                classify::top_k(&tensor, manifest.max_batch_size > 0, count).map_err(|reason| {
-                    WorkerError::InvalidOutput {
-                        name: name.clone(),
-                        reason,
-                    }
-                })?;
+            let labels = &manifest.outputs[requested.index].labels;
+            let batched = manifest.max_batch_size > 0;
+            tensor = classify::top_k(&tensor, batched, count, labels).map_err(|reason| {
+                WorkerError::InvalidOutput {
+                    name: name.clone(),
+                    reason,
+                }
+            })?;
         }
         let mut out = InferOutputTensor {
             name: name.clone(),

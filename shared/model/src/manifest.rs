@@ -61,7 +61,18 @@ pub struct TensorSpec {
     pub datatype: String,
     /// Per-item dims, the batch dimension excluded when `max_batch_size > 0`; -1 = any.
     pub dims: Vec<i64>,
+    /// Class labels of an output, by index: Triton's classification answers `value:index:label`
+    /// with them (its `label_filename`, inline so the manifest holds everything the worker
+    /// reads besides the checksummed model file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
+
+/// The most labels an output may have.
+pub const MAX_LABELS: usize = 100_000;
+
+/// The longest label, bytes.
+pub const MAX_LABEL_BYTES: usize = 256;
 
 impl TensorSpec {
     /// The parsed datatype (validated at load).
@@ -192,6 +203,15 @@ impl Manifest {
             if t.dims.iter().any(|d| *d < -1 || *d == 0) {
                 return bad(format!("tensor {:?}: dims must be positive or -1", t.name));
             }
+            if t.labels.len() > MAX_LABELS || t.labels.iter().any(|l| l.len() > MAX_LABEL_BYTES) {
+                return bad(format!(
+                    "tensor {:?}: at most {MAX_LABELS} labels of at most {MAX_LABEL_BYTES} bytes",
+                    t.name
+                ));
+            }
+        }
+        if let Some(t) = self.inputs.iter().find(|t| !t.labels.is_empty()) {
+            return bad(format!("input {:?}: labels are for outputs", t.name));
         }
         Ok(())
     }
@@ -250,6 +270,23 @@ mod tests {
         assert!(Manifest::parse(&format!("{base}{out}")).is_ok());
         let bad_type = format!("{}{out}", base.replace("FP32", "FLOAT"));
         assert!(Manifest::parse(&bad_type).is_err());
+        let labelled = format!("{base}{out}labels = ['cat', 'dog']\n");
+        assert_eq!(
+            Manifest::parse(&labelled).unwrap().outputs[0].labels,
+            ["cat", "dog"]
+        );
+        let on_input = format!("{base}labels = ['x']\n{out}");
+        assert!(
+            Manifest::parse(&on_input)
+                .unwrap_err()
+                .to_string()
+                .contains("for outputs")
+        );
+        let long = format!(
+            "{base}{out}labels = ['{}']\n",
+            "x".repeat(MAX_LABEL_BYTES + 1)
+        );
+        assert!(Manifest::parse(&long).is_err());
         let half = format!("{}{out}", base.replace("FP32", "FP16"));
         let err = Manifest::parse(&half).unwrap_err().to_string();
         assert!(err.contains("datatype FP16 is not supported"), "{err}");

@@ -101,6 +101,7 @@ fn spec(t: &Tensor) -> TensorSpec {
         name: t.name.clone(),
         datatype: t.datatype.clone(),
         dims: t.shape.iter().map(|&d| d as i64).collect(),
+        labels: Vec::new(),
     }
 }
 
