@@ -18,8 +18,9 @@ def heldout():
 
 @pytest.fixture(scope="module")
 def cluster(request):
-    """Three workers; `digits` v1 deployed with 2 replicas (the third worker is spare)."""
-    c = Cluster(workers=3)
+    """Three workers; `digits` v1 deployed with 2 replicas (the third worker is spare); the
+    gateway serves system shared memory."""
+    c = Cluster(workers=3, gateway_args=["--shared-memory"])
     try:
         c.kiln("deploy", "digits", "--version", "1", "--replicas", "2",
                "--package", str(ROOT / "models/digits/1"), "--no-wait")

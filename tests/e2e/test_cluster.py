@@ -157,6 +157,51 @@ def test_perf_analyzer_runs_clean_at_concurrency_4(cluster):
     assert "error" not in out.stdout.lower() and "failed" not in out.stderr.lower()
 
 
+def test_tritonclient_system_shared_memory(cluster, heldout):
+    # Inputs and outputs through POSIX shared memory, as tritonclient's shm utilities do it.
+    import tritonclient.utils.shared_memory as shm
+    x = heldout["inputs"][:4]
+    c = client(cluster.gateway_addr)
+    c.unregister_system_shared_memory()
+    in_handle = shm.create_shared_memory_region("kiln_in", "/kiln_e2e_in", x.nbytes)
+    out_handle = shm.create_shared_memory_region("kiln_out", "/kiln_e2e_out", 4 * 10 * 4)
+    try:
+        shm.set_shared_memory_region(in_handle, [x])
+        c.register_system_shared_memory("kiln_in", "/kiln_e2e_in", x.nbytes)
+        c.register_system_shared_memory("kiln_out", "/kiln_e2e_out", 4 * 10 * 4)
+        status = c.get_system_shared_memory_status(as_json=True)
+        assert {r["name"] for r in status["regions"].values()} == {"kiln_in", "kiln_out"}, status
+        inp = grpcclient.InferInput("input", list(x.shape), "FP32")
+        inp.set_shared_memory("kiln_in", x.nbytes)
+        probs = grpcclient.InferRequestedOutput("probabilities")
+        probs.set_shared_memory("kiln_out", 4 * 10 * 4)
+        res = c.infer("digits", [inp], outputs=[probs, grpcclient.InferRequestedOutput("label")])
+        got = shm.get_contents_as_numpy(out_handle, np.float32, [4, 10])
+        print(f"shared memory: probabilities of 4 rows read from /kiln_e2e_out, "
+              f"max |kiln - onnxruntime| {np.abs(got - heldout['ort_probabilities'][:4]).max():.2e}")
+        assert np.abs(got - heldout["ort_probabilities"][:4]).max() <= 1e-5
+        assert list(res.as_numpy("label")) == list(got.argmax(axis=1))
+    finally:
+        c.unregister_system_shared_memory()
+        shm.destroy_shared_memory_region(in_handle)
+        shm.destroy_shared_memory_region(out_handle)
+
+
+def test_perf_analyzer_with_system_shared_memory(cluster):
+    pa = Path(sys.executable).parent / "perf_analyzer"
+    out = subprocess.run(
+        [pa, "-m", "digits", "-u", cluster.gateway_addr, "-i", "grpc", "-b", "1",
+         "--shared-memory", "system", "--output-shared-memory-size", "1024",
+         "--concurrency-range", "2", "--measurement-interval", "1000", "--max-trials", "10",
+         "--stability-percentage", "50"],
+        capture_output=True, text=True, timeout=180, env=perf_analyzer_env())
+    print(out.stdout[-2000:], out.stderr[-2000:])
+    assert out.returncode == 0, out.stderr
+    assert "Throughput" in out.stdout
+    assert client(cluster.gateway_addr).get_system_shared_memory_status(as_json=True).get(
+        "regions", {}) == {}, "perf_analyzer unregisters what it registered"
+
+
 def success_count(addr):
     stats = client(addr).get_inference_statistics("digits", as_json=True)
     return sum(int(m.get("inference_stats", {}).get("success", {}).get("count", 0))

@@ -55,6 +55,12 @@ pub struct Config {
     /// Most elements in one input tensor (the product of its shape); bigger: INVALID_ARGUMENT.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub max_tensor_elements: u64,
+    /// Serve Triton's system shared memory extension: callers on this host register POSIX
+    /// shared memory objects and pass tensors through them (perf_analyzer
+    /// `--shared-memory=system`). Off by default: a registered key is opened with the
+    /// gateway's own permissions.
+    #[arg(long)]
+    pub shared_memory: bool,
     /// Largest leading (batch) dimension of any input; bigger: INVALID_ARGUMENT. Workers also
     /// enforce each model's own `max_batch_size`.
     #[arg(long, default_value_t = 8192)]
@@ -100,6 +106,7 @@ impl Default for Config {
             shutdown_grace_ms: 10_000,
             max_tensor_elements: 16 * 1024 * 1024,
             max_batch: 8192,
+            shared_memory: false,
             client_rate_limit: 0.0,
             client_burst: 0,
             client_max_inflight: 0,

@@ -103,6 +103,21 @@ pub enum Error {
         /// What the monitor answered.
         status: Status,
     },
+    /// A shared-memory call or tensor on a gateway started without `--shared-memory`.
+    #[error(
+        "system shared memory is off on this gateway: start it with --shared-memory (on the \
+         callers' host)"
+    )]
+    SharedMemoryOff,
+    /// No shared-memory region of that name is registered.
+    #[error("shared memory region {0:?} is not registered")]
+    UnknownRegion(String),
+    /// A shared-memory region of that name is registered already.
+    #[error("shared memory region {0:?} is registered already: unregister it first")]
+    RegionExists(String),
+    /// The region registry is full.
+    #[error("at most {0} shared memory regions may be registered")]
+    TooManyRegions(usize),
     /// A model version was deployed but no replica became ready before the deadline.
     #[error(
         "model {model} version {version} is deployed but no replica was ready within {waited_ms} ms ({state})"
@@ -131,7 +146,10 @@ impl From<Error> for Status {
             Error::NoReadyReplica { .. } | Error::Unreachable { .. } => Code::Unavailable,
             Error::Overloaded { .. } | Error::ClientLimited { .. } => Code::ResourceExhausted,
             Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
-            Error::Unimplemented(_) => Code::Unimplemented,
+            Error::Unimplemented(_) | Error::SharedMemoryOff => Code::Unimplemented,
+            Error::UnknownRegion(_) => Code::NotFound,
+            Error::RegionExists(_) => Code::AlreadyExists,
+            Error::TooManyRegions(_) => Code::ResourceExhausted,
             Error::InvalidRequest(_) => Code::InvalidArgument,
             Error::NotRegistered(_) | Error::VersionNotRegistered { .. } => Code::NotFound,
             Error::AdminUnavailable(_) => Code::Unavailable,

@@ -29,6 +29,7 @@ pub mod repository;
 pub mod routing;
 pub mod server;
 pub mod service;
+pub mod shm;
 pub mod stats;
 pub mod watcher;
 

@@ -27,6 +27,7 @@ use crate::forward::{Forwarder, deadline_of};
 use crate::metrics::Metrics;
 use crate::repository::{self, Repository};
 use crate::routing::{RoutingTable, compare_versions};
+use crate::shm::SharedMemory;
 use crate::stats;
 
 /// Requests of one ModelStreamInfer stream forwarded at once (answers keep request order).
@@ -54,6 +55,7 @@ struct Inner {
     max_tensor_elements: u64,
     max_batch: u64,
     repository: Repository,
+    shm: SharedMemory,
 }
 
 /// One admitted inference request; releases its in-flight slot when dropped.
@@ -91,6 +93,7 @@ impl Gateway {
                 max_tensor_elements: config.max_tensor_elements,
                 max_batch: config.max_batch,
                 repository,
+                shm: SharedMemory::new(config.shared_memory),
             }),
         }
     }
@@ -163,6 +166,7 @@ impl Gateway {
             self.inner.max_tensor_elements,
             self.inner.max_batch,
         )?;
+        let to_shared_memory = self.inner.shm.resolve(&mut request)?;
         let table = self.table();
         let route = table.resolve(
             &request.model_name,
@@ -182,6 +186,10 @@ impl Gateway {
                 async move { client.model_infer(outgoing).await }
             })
             .await
+            .and_then(|mut response| {
+                SharedMemory::deliver(&to_shared_memory, &mut response)?;
+                Ok(response)
+            })
     }
 
     /// The deadline of one message of a stream: the stream's own deadline if it has one, else
@@ -318,7 +326,11 @@ impl GrpcInferenceService for Gateway {
         Ok(Response::new(ServerMetadataResponse {
             name: "kiln".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            extensions: EXTENSIONS.iter().map(|e| (*e).to_owned()).collect(),
+            extensions: EXTENSIONS
+                .iter()
+                .chain(self.inner.shm.enabled().then_some(&"system_shared_memory"))
+                .map(|e| (*e).to_owned())
+                .collect(),
         }))
     }
 
@@ -471,5 +483,60 @@ impl GrpcInferenceService for Gateway {
             .unload(request.into_inner(), deadline)
             .await?;
         Ok(Response::new(RepositoryModelUnloadResponse {}))
+    }
+
+    async fn system_shared_memory_status(
+        &self,
+        request: Request<SystemSharedMemoryStatusRequest>,
+    ) -> Result<Response<SystemSharedMemoryStatusResponse>, Status> {
+        let regions = self.inner.shm.status(&request.into_inner().name)?;
+        Ok(Response::new(SystemSharedMemoryStatusResponse { regions }))
+    }
+
+    async fn system_shared_memory_register(
+        &self,
+        request: Request<SystemSharedMemoryRegisterRequest>,
+    ) -> Result<Response<SystemSharedMemoryRegisterResponse>, Status> {
+        self.inner.shm.register(&request.into_inner())?;
+        Ok(Response::new(SystemSharedMemoryRegisterResponse {}))
+    }
+
+    async fn system_shared_memory_unregister(
+        &self,
+        request: Request<SystemSharedMemoryUnregisterRequest>,
+    ) -> Result<Response<SystemSharedMemoryUnregisterResponse>, Status> {
+        self.inner.shm.unregister(&request.into_inner().name)?;
+        Ok(Response::new(SystemSharedMemoryUnregisterResponse {}))
+    }
+
+    /// No CUDA regions are ever registered: the status is empty and unregistering is a no-op
+    /// (what perf_analyzer does first with `--shared-memory`), registering is refused.
+    async fn cuda_shared_memory_status(
+        &self,
+        request: Request<CudaSharedMemoryStatusRequest>,
+    ) -> Result<Response<CudaSharedMemoryStatusResponse>, Status> {
+        let name = request.into_inner().name;
+        if !name.is_empty() {
+            return Err(Error::UnknownRegion(name).into());
+        }
+        Ok(Response::new(CudaSharedMemoryStatusResponse::default()))
+    }
+
+    async fn cuda_shared_memory_register(
+        &self,
+        _: Request<CudaSharedMemoryRegisterRequest>,
+    ) -> Result<Response<CudaSharedMemoryRegisterResponse>, Status> {
+        Err(Error::Unimplemented(
+            "CUDA shared memory is not supported: workers may run on other hosts; use system \
+             shared memory (--shared-memory) or send tensors in the request",
+        )
+        .into())
+    }
+
+    async fn cuda_shared_memory_unregister(
+        &self,
+        _: Request<CudaSharedMemoryUnregisterRequest>,
+    ) -> Result<Response<CudaSharedMemoryUnregisterResponse>, Status> {
+        Ok(Response::new(CudaSharedMemoryUnregisterResponse {}))
     }
 }

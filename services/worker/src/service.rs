@@ -25,6 +25,17 @@ use crate::store::{ModelStore, VersionState};
 
 /// The name ServerMetadata reports.
 pub const SERVER_NAME: &str = "kiln-worker";
+/// Shared memory is the gateway's (`--shared-memory`): it is local to the caller's host, and a
+/// worker takes tensors only in the request.
+fn no_shared_memory() -> Status {
+    WorkerError::Unimplemented(
+        "workers take tensors in the request; shared memory is served by the gateway \
+         (kiln-gateway --shared-memory) on the caller's host"
+            .into(),
+    )
+    .into()
+}
+
 /// The protocol extensions this worker implements.
 pub const EXTENSIONS: [&str; 2] = ["model_configuration", "statistics"];
 
@@ -233,5 +244,47 @@ impl GrpcInferenceService for InferenceService {
                 .into(),
         )
         .into())
+    }
+
+    async fn system_shared_memory_status(
+        &self,
+        _: Request<SystemSharedMemoryStatusRequest>,
+    ) -> Result<Response<SystemSharedMemoryStatusResponse>, Status> {
+        Err(no_shared_memory())
+    }
+
+    async fn system_shared_memory_register(
+        &self,
+        _: Request<SystemSharedMemoryRegisterRequest>,
+    ) -> Result<Response<SystemSharedMemoryRegisterResponse>, Status> {
+        Err(no_shared_memory())
+    }
+
+    async fn system_shared_memory_unregister(
+        &self,
+        _: Request<SystemSharedMemoryUnregisterRequest>,
+    ) -> Result<Response<SystemSharedMemoryUnregisterResponse>, Status> {
+        Err(no_shared_memory())
+    }
+
+    async fn cuda_shared_memory_status(
+        &self,
+        _: Request<CudaSharedMemoryStatusRequest>,
+    ) -> Result<Response<CudaSharedMemoryStatusResponse>, Status> {
+        Err(no_shared_memory())
+    }
+
+    async fn cuda_shared_memory_register(
+        &self,
+        _: Request<CudaSharedMemoryRegisterRequest>,
+    ) -> Result<Response<CudaSharedMemoryRegisterResponse>, Status> {
+        Err(no_shared_memory())
+    }
+
+    async fn cuda_shared_memory_unregister(
+        &self,
+        _: Request<CudaSharedMemoryUnregisterRequest>,
+    ) -> Result<Response<CudaSharedMemoryUnregisterResponse>, Status> {
+        Err(no_shared_memory())
     }
 }
