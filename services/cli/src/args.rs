@@ -145,6 +145,10 @@ pub struct UpArgs {
     /// Default: 10 with `--backend wgpu`, else 0.
     #[arg(long, env = "KILN_INTAKE_NICE", value_parser = clap::value_parser!(i32).range(0..=19))]
     pub intake_nice: Option<i32>,
+    /// The gateway serves Triton's system shared memory to callers on this host
+    /// (perf_analyzer `--shared-memory system`; off by default).
+    #[arg(long)]
+    pub shared_memory: bool,
     /// Model versions to deploy, `MODEL:VERSION`, one replica per worker (repeatable; `none`
     /// deploys nothing).
     #[arg(long = "deploy", default_value = "digits:1", value_parser = parse_model_version)]

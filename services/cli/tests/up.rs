@@ -37,6 +37,7 @@ async fn up_deploys_digits_and_predicts_through_the_gateway() {
         compute_threads: None,
         no_dynamic_batching: false,
         retrain_command: None,
+        shared_memory: true,
     };
     let cluster = Cluster::start(&config, coord).await.unwrap();
     let deployed = cluster
@@ -86,6 +87,22 @@ async fn up_deploys_digits_and_predicts_through_the_gateway() {
         .map(|v| v.as_f64().unwrap())
         .collect();
     assert_eq!(labels, &want);
+    // `kiln up --shared-memory` reaches the gateway.
+    let mut client =
+        kiln_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient::connect(
+            gateway.clone(),
+        )
+        .await
+        .unwrap();
+    let meta = client
+        .server_metadata(kiln_proto::inference::ServerMetadataRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        meta.extensions.iter().any(|e| e == "system_shared_memory"),
+        "{meta:?}"
+    );
 
     let mut admin =
         kiln::admin::connect(&cluster.monitor.grpc_addr.to_string(), &Default::default())

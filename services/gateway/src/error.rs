@@ -115,6 +115,9 @@ pub enum Error {
     /// A shared-memory region of that name is registered already.
     #[error("shared memory region {0:?} is registered already: unregister it first")]
     RegionExists(String),
+    /// A request over a size limit.
+    #[error("{0}")]
+    TooLarge(String),
     /// The region registry is full.
     #[error("at most {0} shared memory regions may be registered")]
     TooManyRegions(usize),
@@ -149,7 +152,7 @@ impl From<Error> for Status {
             Error::Unimplemented(_) | Error::SharedMemoryOff => Code::Unimplemented,
             Error::UnknownRegion(_) => Code::NotFound,
             Error::RegionExists(_) => Code::AlreadyExists,
-            Error::TooManyRegions(_) => Code::ResourceExhausted,
+            Error::TooManyRegions(_) | Error::TooLarge(_) => Code::ResourceExhausted,
             Error::InvalidRequest(_) => Code::InvalidArgument,
             Error::NotRegistered(_) | Error::VersionNotRegistered { .. } => Code::NotFound,
             Error::AdminUnavailable(_) => Code::Unavailable,

@@ -93,7 +93,7 @@ impl Gateway {
                 max_tensor_elements: config.max_tensor_elements,
                 max_batch: config.max_batch,
                 repository,
-                shm: SharedMemory::new(config.shared_memory),
+                shm: SharedMemory::new(config.shared_memory, config.max_message_bytes),
             }),
         }
     }

@@ -43,6 +43,9 @@ type Regions = RwLock<HashMap<String, Arc<Region>>>;
 #[derive(Clone)]
 pub struct SharedMemory {
     regions: Option<Arc<Regions>>,
+    /// Most input bytes one request may read out of regions (`--max-message-bytes`: what the
+    /// request could have carried itself).
+    max_input_bytes: usize,
 }
 
 /// Where one output of a request goes: its name and the slice of a region.
@@ -133,10 +136,11 @@ impl Region {
 }
 
 impl SharedMemory {
-    /// The extension, on or off.
-    pub fn new(enabled: bool) -> Self {
+    /// The extension, on or off; a request reads at most `max_input_bytes` from regions.
+    pub fn new(enabled: bool, max_input_bytes: usize) -> Self {
         Self {
             regions: enabled.then(Arc::default),
+            max_input_bytes,
         }
     }
 
@@ -256,6 +260,7 @@ impl SharedMemory {
                 .any(|t| !t.parameters.contains_key(REGION) && t.contents.is_some());
         let mut given = std::mem::take(&mut req.raw_input_contents).into_iter();
         let mut raw = Vec::with_capacity(req.inputs.len());
+        let mut read = 0usize;
         for input in &mut req.inputs {
             match slice_of(&input.name, &input.parameters)? {
                 Some((name, offset, size)) => {
@@ -268,6 +273,13 @@ impl SharedMemory {
                     }
                     let region = self.region(&name)?;
                     let (start, size) = region.span(&input.name, offset, size)?;
+                    read += size;
+                    if read > self.max_input_bytes {
+                        return Err(Error::TooLarge(format!(
+                            "inputs in shared memory over {} bytes (--max-message-bytes)",
+                            self.max_input_bytes
+                        )));
+                    }
                     raw.push(region.read(start, size));
                     strip(&mut input.parameters);
                 }

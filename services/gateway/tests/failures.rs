@@ -221,12 +221,12 @@ async fn the_callers_deadline_is_propagated() {
 
 #[tokio::test]
 async fn messages_over_the_limit_are_resource_exhausted() {
-    let coord = Arc::new(MemoryCoordinator::new());
-    let a = FakeWorker::start("wa", Behaviour::Echo).await;
-    register(&*coord, "m", "1", &a, ReplicaState::Ready).await;
-    let gw = gateway(coord.clone(), |c| c.max_message_bytes = 64 * 1024).await;
-    wait_ready(&gw, "m", "1", 1).await;
-    let mut client = client(&gw).await;
+    let EchoSetup {
+        worker: a,
+        gw,
+        mut client,
+        ..
+    } = echo_setup(|c| c.max_message_bytes = 64 * 1024).await;
 
     let small = Bytes::from(vec![7u8; 16 * 1024]);
     client.model_infer(request("m", "1", small)).await.unwrap();

@@ -20,12 +20,12 @@ use tonic_health::pb::health_client::HealthClient;
 
 #[tokio::test]
 async fn raw_bytes_are_forwarded_unchanged() {
-    let coord = Arc::new(MemoryCoordinator::new());
-    let a = FakeWorker::start("wa", Behaviour::Echo).await;
-    register(&*coord, "m", "1", &a, ReplicaState::Ready).await;
-    let gw = gateway(coord.clone(), |_| {}).await;
-    wait_ready(&gw, "m", "1", 1).await;
-    let mut client = client(&gw).await;
+    let EchoSetup {
+        worker: _worker,
+        gw,
+        mut client,
+        ..
+    } = echo_setup(|_| {}).await;
 
     // 1 MiB of non-repeating bytes.
     let payload: Vec<u8> = (0..1024 * 1024u32)
@@ -218,12 +218,12 @@ async fn metadata_and_config_come_from_a_replica_of_the_resolved_version() {
 
 #[tokio::test]
 async fn stream_infer_forwards_each_message() {
-    let coord = Arc::new(MemoryCoordinator::new());
-    let a = FakeWorker::start("wa", Behaviour::Echo).await;
-    register(&*coord, "m", "1", &a, ReplicaState::Ready).await;
-    let gw = gateway(coord.clone(), |_| {}).await;
-    wait_ready(&gw, "m", "1", 1).await;
-    let mut client = client(&gw).await;
+    let EchoSetup {
+        worker: a,
+        gw,
+        mut client,
+        ..
+    } = echo_setup(|_| {}).await;
 
     let mut unknown = request("nope", "", four_floats());
     unknown.id = "bad".into();
@@ -259,12 +259,12 @@ async fn stream_infer_forwards_each_message() {
 
 #[tokio::test]
 async fn a_stream_message_over_the_size_limit_ends_the_stream_with_its_status() {
-    let coord = Arc::new(MemoryCoordinator::new());
-    let a = FakeWorker::start("wa", Behaviour::Echo).await;
-    register(&*coord, "m", "1", &a, ReplicaState::Ready).await;
-    let gw = gateway(coord.clone(), |c| c.max_message_bytes = 4096).await;
-    wait_ready(&gw, "m", "1", 1).await;
-    let mut client = client(&gw).await;
+    let EchoSetup {
+        worker: a,
+        gw,
+        mut client,
+        ..
+    } = echo_setup(|c| c.max_message_bytes = 4096).await;
 
     let big = Bytes::from(vec![0u8; 8192]);
     let messages = vec![
@@ -292,12 +292,12 @@ async fn a_stream_whose_caller_stops_reading_holds_no_admission_slots() {
     // flow control stops the gateway's answers, the messages already forwarded must still finish
     // and give back their --max-inflight slots, or a few such streams pin the gateway's whole
     // budget and every other caller gets RESOURCE_EXHAUSTED.
-    let coord = Arc::new(MemoryCoordinator::new());
-    let a = FakeWorker::start("wa", Behaviour::Echo).await;
-    register(&*coord, "m", "1", &a, ReplicaState::Ready).await;
-    let gw = gateway(coord.clone(), |_| {}).await;
-    wait_ready(&gw, "m", "1", 1).await;
-    let mut client = client(&gw).await;
+    let EchoSetup {
+        worker: a,
+        gw,
+        mut client,
+        ..
+    } = echo_setup(|_| {}).await;
     let payload = Bytes::from(vec![0u8; 64 * 1024]);
     let messages: Vec<_> = (0..200)
         .map(|i| {
@@ -341,11 +341,12 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 
 #[tokio::test]
 async fn health_readiness_and_metrics() {
-    let coord = Arc::new(MemoryCoordinator::new());
-    let a = FakeWorker::start("wa", Behaviour::Echo).await;
-    register(&*coord, "m", "1", &a, ReplicaState::Ready).await;
-    let gw = gateway(coord.clone(), |_| {}).await;
-    wait_ready(&gw, "m", "1", 1).await;
+    let EchoSetup {
+        coord,
+        worker: _worker,
+        gw,
+        ..
+    } = echo_setup(|_| {}).await;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", gw.grpc_addr))
         .unwrap()
         .connect()

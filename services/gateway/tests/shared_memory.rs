@@ -6,12 +6,9 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use common::*;
-use kiln_coord::MemoryCoordinator;
-use kiln_coord::codec::ReplicaState;
 use kiln_proto::inference::infer_parameter::ParameterChoice;
 use kiln_proto::inference::model_infer_request::InferRequestedOutputTensor;
 use kiln_proto::inference::*;
@@ -53,12 +50,16 @@ fn register_request(
 
 #[tokio::test]
 async fn tensors_travel_through_registered_regions() {
-    let coord = Arc::new(MemoryCoordinator::new());
-    let a = FakeWorker::start("wa", Behaviour::Echo).await;
-    register(&*coord, "m", "1", &a, ReplicaState::Ready).await;
-    let gw = gateway(coord.clone(), |c| c.shared_memory = true).await;
-    wait_ready(&gw, "m", "1", 1).await;
-    let mut client = client(&gw).await;
+    let EchoSetup {
+        worker: _worker,
+        gw,
+        mut client,
+        ..
+    } = echo_setup(|c| {
+        c.shared_memory = true;
+        c.max_message_bytes = 2048;
+    })
+    .await;
 
     // A POSIX shared memory object: a file under /dev/shm, 4 KiB, the input at offset 256.
     let mut object = tempfile::Builder::new()
@@ -150,6 +151,13 @@ async fn tensors_travel_through_registered_regions() {
     }];
     let err = client.model_infer(small).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    // A region may hold more than a request could carry: reading it is capped the same way.
+    let mut big = request("m", "1", Bytes::new());
+    big.raw_input_contents.clear();
+    big.inputs[0].parameters = params("data", 0, 3000);
+    let err = client.model_infer(big).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("--max-message-bytes"), "{err:?}");
 
     let meta = client
         .server_metadata(ServerMetadataRequest {})
@@ -186,12 +194,12 @@ async fn tensors_travel_through_registered_regions() {
 
 #[tokio::test]
 async fn without_the_flag_shared_memory_is_refused_by_name() {
-    let coord = Arc::new(MemoryCoordinator::new());
-    let a = FakeWorker::start("wa", Behaviour::Echo).await;
-    register(&*coord, "m", "1", &a, ReplicaState::Ready).await;
-    let gw = gateway(coord.clone(), |_| {}).await;
-    wait_ready(&gw, "m", "1", 1).await;
-    let mut client = client(&gw).await;
+    let EchoSetup {
+        worker: a,
+        gw,
+        mut client,
+        ..
+    } = echo_setup(|_| {}).await;
     let err = client
         .system_shared_memory_register(register_request("data", "/x", 0, 16))
         .await

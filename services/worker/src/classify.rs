@@ -7,6 +7,7 @@
 //! decimals, integers as they are. Ties keep index order.
 
 use kiln_model::{HostData, HostTensor};
+use kiln_proto::datatype::Datatype;
 use kiln_proto::inference::infer_parameter::ParameterChoice;
 use kiln_proto::inference::model_infer_request::InferRequestedOutputTensor;
 
@@ -33,9 +34,14 @@ pub fn class_count(out: &InferRequestedOutputTensor) -> Result<Option<usize>, St
     Ok((count > 0).then(|| usize::try_from(count).unwrap_or(usize::MAX)))
 }
 
-/// Whether outputs of this data can be classified (numbers, not BOOL or BYTES).
-pub fn classifiable(data: &HostData) -> bool {
-    !matches!(data, HostData::Bool(_) | HostData::Bytes(_))
+/// Outputs of this datatype can be classified (numbers, not BOOL or BYTES), else why not.
+pub fn check_datatype(datatype: Datatype) -> Result<(), String> {
+    match datatype {
+        Datatype::Bool | Datatype::Bytes => Err(format!(
+            "classification needs a numeric output, this one is {datatype}"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The entries of `data` as (sort key, printed value); NaN sorts last.
@@ -62,12 +68,7 @@ pub fn top_k(
     count: usize,
     labels: &[String],
 ) -> Result<HostTensor, String> {
-    if !classifiable(&tensor.data) {
-        return Err(format!(
-            "classification needs a numeric output, this one is {}",
-            tensor.datatype()
-        ));
-    }
+    check_datatype(tensor.datatype())?;
     let entries = entries(&tensor.data);
     let rows = if batched {
         tensor.shape.first().copied().unwrap_or(1)

@@ -12,7 +12,8 @@
 //! send typed contents get typed contents back. Requested outputs come back in request order;
 //! with none requested, every output in manifest order. An output requested with Triton's
 //! `classification` parameter comes back as its top entries ([`crate::classify`]). Tensors in
-//! shared memory are refused by name (Kiln has no shared-memory registration).
+//! shared memory are refused by name: the gateway serves shared memory (it is local to the
+//! caller's host) and forwards tensors in the request.
 
 use bytes::Bytes;
 use kiln_model::{HostData, HostTensor, Manifest, TensorSpec};
@@ -49,8 +50,10 @@ pub struct Requested {
 /// Inputs and outputs in shared memory (Triton's `shared_memory_region` parameter) are refused
 /// by name rather than misread as missing contents.
 const SHARED_MEMORY: &str = "shared_memory_region";
-const NO_SHARED_MEMORY: &str =
-    "shared memory is not supported by Kiln; send the tensor in raw_input_contents";
+const NO_SHARED_MEMORY_INPUT: &str = "shared memory is not supported by a worker: send the \
+     tensor in raw_input_contents, or through a gateway started with --shared-memory";
+const NO_SHARED_MEMORY_OUTPUT: &str = "shared memory is not supported by a worker: read the \
+     tensor from raw_output_contents, or go through a gateway started with --shared-memory";
 
 fn names(specs: &[TensorSpec]) -> String {
     let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
@@ -177,7 +180,7 @@ pub fn decode_request(
         .iter()
         .find(|t| t.parameters.contains_key(SHARED_MEMORY))
     {
-        return Err(WorkerError::input(&t.name, NO_SHARED_MEMORY));
+        return Err(WorkerError::input(&t.name, NO_SHARED_MEMORY_INPUT));
     }
     let raw = !raw_contents.is_empty();
     if raw {
@@ -295,17 +298,11 @@ fn requested_outputs(
             return Err(invalid("requested more than once".into()));
         }
         if out.parameters.contains_key(SHARED_MEMORY) {
-            return Err(invalid(NO_SHARED_MEMORY.replace(
-                "send the tensor in raw_input_contents",
-                "read it from raw_output_contents",
-            )));
+            return Err(invalid(NO_SHARED_MEMORY_OUTPUT.into()));
         }
         let class_count = classify::class_count(out).map_err(invalid)?;
-        let datatype = manifest.outputs[index].dtype();
-        if class_count.is_some() && matches!(datatype, Datatype::Bool | Datatype::Bytes) {
-            return Err(invalid(format!(
-                "classification needs a numeric output, this one is {datatype}"
-            )));
+        if class_count.is_some() {
+            classify::check_datatype(manifest.outputs[index].dtype()).map_err(invalid)?;
         }
         selected.push(Requested { index, class_count });
     }

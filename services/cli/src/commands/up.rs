@@ -40,6 +40,8 @@ pub struct ClusterConfig {
     pub no_dynamic_batching: bool,
     /// The monitor's retrain hook, as given to `kiln up`.
     pub retrain_command: Option<String>,
+    /// The gateway serves system shared memory (`kiln-gateway --shared-memory`).
+    pub shared_memory: bool,
 }
 
 /// A running embedded cluster.
@@ -124,6 +126,7 @@ impl Cluster {
         let gateway = kiln_gateway::Config {
             grpc_addr: addr(8001, eph),
             http_addr: addr(8002, eph),
+            shared_memory: config.shared_memory,
             ..kiln_gateway::Config::default()
         };
         let gateway = match kiln_gateway::start(gateway, coord.clone()).await {
@@ -286,6 +289,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         compute_threads: args.compute_threads,
         no_dynamic_batching: args.no_dynamic_batching,
         retrain_command: args.retrain_command.clone(),
+        shared_memory: args.shared_memory,
     };
     let cluster = Cluster::start(&config, coord).await?;
     let prepared = tokio::select! {

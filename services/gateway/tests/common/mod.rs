@@ -17,7 +17,7 @@ use bytes::Bytes;
 use futures::Stream;
 use kiln_coord::codec::{self, DeploymentRecord, DeploymentVersion, ReplicaRecord, ReplicaState};
 use kiln_coord::conformance::eventually;
-use kiln_coord::{Coordinator, SharedCoordinator, keys};
+use kiln_coord::{Coordinator, MemoryCoordinator, SharedCoordinator, keys};
 use kiln_gateway::{Config, Running};
 use kiln_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use kiln_proto::inference::grpc_inference_service_server::{
@@ -457,6 +457,35 @@ pub async fn client(running: &Running) -> GrpcInferenceServiceClient<Channel> {
         .await
         .unwrap()
         .max_decoding_message_size(usize::MAX)
+}
+
+/// The most common setup: one echoing fake worker `wa` holding `m`/`1`, a gateway (configured
+/// by `tweak`) that routes to it, and a client of the gateway.
+pub struct EchoSetup {
+    /// The coordinator both registered with.
+    pub coord: Arc<MemoryCoordinator>,
+    /// The worker (it stops when dropped: bind it, as `worker: _worker`, not `..`).
+    pub worker: FakeWorker,
+    /// The gateway.
+    pub gw: Running,
+    /// A client of the gateway.
+    pub client: GrpcInferenceServiceClient<Channel>,
+}
+
+/// Starts an [`EchoSetup`].
+pub async fn echo_setup(tweak: impl FnOnce(&mut Config)) -> EchoSetup {
+    let coord = Arc::new(MemoryCoordinator::new());
+    let worker = FakeWorker::start("wa", Behaviour::Echo).await;
+    register(&*coord, "m", "1", &worker, ReplicaState::Ready).await;
+    let gw = gateway(coord.clone(), tweak).await;
+    wait_ready(&gw, "m", "1", 1).await;
+    let client = client(&gw).await;
+    EchoSetup {
+        coord,
+        worker,
+        gw,
+        client,
+    }
 }
 
 /// A request for `model`/`version` with one raw FP32 input `x` holding `raw`.
