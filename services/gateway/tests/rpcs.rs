@@ -311,16 +311,26 @@ async fn a_stream_whose_caller_stops_reading_holds_no_admission_slots() {
         .await
         .unwrap()
         .into_inner();
+    // Flow control stops the stream after a few dozen answers (how many depends on window
+    // sizes): wait until no more messages are forwarded, then no slot may be held.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while a.calls() < 40 || gw.inflight() > 0 {
+    let mut seen = (0, 0); // (messages forwarded, polls in a row without a new one)
+    while seen.0 == 0 || seen.1 < 20 || gw.inflight() > 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "{} slots still held with {} messages forwarded and nothing read",
             gw.inflight(),
             a.calls()
         );
+        let calls = a.calls();
+        seen = if calls == seen.0 {
+            (calls, seen.1 + 1)
+        } else {
+            (calls, 0)
+        };
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert!(seen.0 < 200, "flow control never stopped the stream");
     let mut ids = Vec::new();
     while let Some(answer) = answers.message().await.unwrap() {
         ids.push(answer.infer_response.unwrap().id);
