@@ -198,7 +198,7 @@ fn options(r: &Report, name: &str) -> GhzOptions {
         LoadMode::Closed { concurrency } => (None, Some(concurrency as u64)),
         LoadMode::Open { rate, .. } => (Some(rate.round() as u64), None),
     };
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    let cpus = crate::client_cpu::allowed_cpus() as u64;
     GhzOptions {
         call: "inference.GRPCInferenceService.ModelInfer".into(),
         host: r.target.url.clone(),

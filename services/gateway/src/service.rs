@@ -19,6 +19,7 @@ use kiln_proto::inference::grpc_inference_service_server::GrpcInferenceService;
 use kiln_proto::inference::*;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::Config;
@@ -261,29 +262,6 @@ impl Gateway {
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<ModelStreamInferResponse, Status>> + Send>>;
 
-/// A spawned task, aborted when this handle is dropped (a stream message's forward stops when
-/// its caller goes away).
-struct Spawned<T>(tokio::task::JoinHandle<T>);
-
-impl<T> std::future::Future for Spawned<T> {
-    type Output = Result<T, Status>;
-
-    fn poll(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map_err(|e| Status::internal(format!("stream message task failed: {e}")))
-    }
-}
-
-impl<T> Drop for Spawned<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 #[tonic::async_trait]
 impl GrpcInferenceService for Gateway {
     async fn server_live(
@@ -399,7 +377,7 @@ impl GrpcInferenceService for Gateway {
             .into_inner()
             .map(move |message| {
                 let gateway = gateway.clone();
-                Spawned(tokio::spawn(async move {
+                AbortOnDropHandle::new(tokio::spawn(async move {
                     let message = message.map_err(kiln_proto::edge::reclassify_status)?;
                     let id = message.id.clone();
                     let deadline = gateway.message_deadline(stream_deadline);
@@ -419,7 +397,11 @@ impl GrpcInferenceService for Gateway {
                 }))
             })
             .buffered(STREAM_CONCURRENCY)
-            .map(Result::flatten);
+            .map(|joined| {
+                joined
+                    .map_err(|e| Status::internal(format!("stream message task failed: {e}")))
+                    .flatten()
+            });
         Ok(Response::new(Box::pin(answers)))
     }
 
