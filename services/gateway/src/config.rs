@@ -73,6 +73,7 @@ pub struct Config {
     #[arg(long, default_value_t = 0)]
     pub client_burst: u32,
     /// Most requests in flight per client (0: no per-client cap; `--max-inflight` still holds).
+    /// Each message of a ModelStreamInfer stream counts as one request, for the rate too.
     #[arg(long, default_value_t = 0)]
     pub client_max_inflight: usize,
     /// Plaintext listener serving only grpc.health.v1, for probes that cannot do TLS.

@@ -7,7 +7,9 @@
 //! - [`ClientLimitLayer`]: per client (the bearer token's name when tokens are on, else the
 //!   peer IP), a token bucket of `--client-rate-limit` requests per second with
 //!   `--client-burst`, and at most `--client-max-inflight` requests in flight. Over either:
-//!   RESOURCE_EXHAUSTED. The table of clients is bounded ([`MAX_CLIENTS`]): entries that are idle
+//!   RESOURCE_EXHAUSTED. Each message of a ModelStreamInfer stream counts as one request: the
+//!   layer admits no stream as a whole but hands the service a [`ClientGate`], which admits the
+//!   messages one by one (an open stream holds no slot). The table of clients is bounded ([`MAX_CLIENTS`]): entries that are idle
 //!   with a full bucket are dropped first (they are the same as new ones); when every slot is
 //!   busy, further unknown clients share one overflow entry. Health checks are not limited.
 
@@ -104,8 +106,8 @@ pub struct ClientTable {
     clients: Mutex<HashMap<String, Client>>,
 }
 
-/// Releases a client's in-flight slot when the response is done.
-struct Slot(Arc<AtomicUsize>);
+/// A client's in-flight slot, given back when dropped (when the answer is done).
+pub struct Slot(Arc<AtomicUsize>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -200,6 +202,24 @@ fn client_of(extensions: &http::Extensions) -> String {
     ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
 }
 
+/// The path of the streaming RPC, whose messages are admitted one by one.
+const STREAM_PATH: &str = "/inference.GRPCInferenceService/ModelStreamInfer";
+
+/// Admits the messages of one client's stream under its limits (in the request's extensions
+/// when per-client limits are on).
+#[derive(Clone)]
+pub struct ClientGate {
+    table: Arc<ClientTable>,
+    client: String,
+}
+
+impl ClientGate {
+    /// Admits one message now, or says which limit the client is over.
+    pub fn admit(&self) -> Result<Slot, Error> {
+        self.table.admit(&self.client, Instant::now())
+    }
+}
+
 /// The tower layer applying a [`ClientTable`] (placed after the auth layer, which names the
 /// client).
 #[derive(Clone)]
@@ -249,11 +269,19 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let Some(table) = &self.table else {
             return Either::Left(Either::Left(self.inner.call(req)));
         };
         if req.uri().path().starts_with("/grpc.health.v1.Health/") {
+            return Either::Left(Either::Left(self.inner.call(req)));
+        }
+        if req.uri().path() == STREAM_PATH {
+            let gate = ClientGate {
+                table: table.clone(),
+                client: client_of(req.extensions()),
+            };
+            req.extensions_mut().insert(gate);
             return Either::Left(Either::Left(self.inner.call(req)));
         }
         match table.admit(&client_of(req.extensions()), Instant::now()) {

@@ -25,6 +25,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::config::Config;
 use crate::error::Error;
 use crate::forward::{Forwarder, deadline_of};
+use crate::limits::ClientGate;
 use crate::metrics::Metrics;
 use crate::repository::{self, Repository};
 use crate::routing::{RoutingTable, compare_versions};
@@ -366,6 +367,8 @@ impl GrpcInferenceService for Gateway {
             .contains_key("grpc-timeout")
             .then(|| self.deadline(request.metadata()));
         let gateway = self.clone();
+        // With per-client limits on, each message is admitted under them like a ModelInfer.
+        let client_gate = request.extensions().get::<ClientGate>().cloned();
         // A message that does not decode (or is over the size limit) ends the stream with its
         // status, after the answers to the messages before it; a request that fails is
         // answered in the stream with its error and id (Triton's convention), and the stream
@@ -376,12 +379,16 @@ impl GrpcInferenceService for Gateway {
         let answers = request
             .into_inner()
             .map(move |message| {
-                let gateway = gateway.clone();
+                let (gateway, client_gate) = (gateway.clone(), client_gate.clone());
                 AbortOnDropHandle::new(tokio::spawn(async move {
                     let message = message.map_err(kiln_proto::edge::reclassify_status)?;
                     let id = message.id.clone();
                     let deadline = gateway.message_deadline(stream_deadline);
-                    Ok(match gateway.infer_observed(message, deadline).await {
+                    let answer = match client_gate.as_ref().map(ClientGate::admit).transpose() {
+                        Ok(_slot) => gateway.infer_observed(message, deadline).await,
+                        Err(limited) => Err(Status::from(limited)),
+                    };
+                    Ok(match answer {
                         Ok(response) => ModelStreamInferResponse {
                             error_message: String::new(),
                             infer_response: Some(response),
