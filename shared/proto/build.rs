@@ -24,6 +24,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .emit_rerun_if_changed(false)
         .file_descriptor_set_path(out.join("kiln_descriptor.bin"))
+        // Service traits get default methods answering UNIMPLEMENTED, so that test fakes
+        // implement only what they fake. The gateway and the worker implement every RPC.
+        .generate_default_stubs(true)
         // Tensor payloads are forwarded without copying (DESIGN.md §3).
         .bytes(".inference.ModelInferRequest.raw_input_contents")
         .bytes(".inference.ModelInferResponse.raw_output_contents")

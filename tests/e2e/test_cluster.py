@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.utils import InferenceServerException
 
 from harness import LEASE_TTL_SECS, wait_for
 
@@ -136,6 +137,29 @@ def test_message_over_the_limit_is_resource_exhausted(cluster):
             stub.ModelInfer(req, timeout=10)
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value.details()
         assert stub.ModelInfer(raw_request(), timeout=10).id == "bad"
+
+
+def test_log_settings_switch_on_the_gateways_request_log(cluster, heldout):
+    """tritonclient's logging calls: read the settings, turn on verbose logging at run time (the
+    gateway then logs each request), refuse what Kiln cannot do with INVALID_ARGUMENT."""
+    c = client(cluster.gateway_addr)
+    assert c.get_log_settings().settings["log_verbose_level"].uint32_param == 0
+    log = cluster.dir / "gateway.log"
+    infer(cluster.gateway_addr, heldout["inputs"][:1])
+    assert "inference request" not in log.read_text()
+    try:
+        after = c.update_log_settings({"log_verbose_level": 1})
+        assert after.settings["log_verbose_level"].uint32_param == 1
+        assert after.settings["log_info"].bool_param
+        infer(cluster.gateway_addr, heldout["inputs"][:1])
+        wait_for("the request in the gateway's log", lambda: "inference request" in log.read_text())
+        with pytest.raises(InferenceServerException) as refused:
+            c.update_log_settings({"log_file": "/tmp/kiln.log"})
+        assert refused.value.status() == "StatusCode.INVALID_ARGUMENT", refused.value
+        assert "log_file" in refused.value.message()
+    finally:
+        c.update_log_settings({"log_verbose_level": 0})
+    assert "logging" in c.get_server_metadata().extensions
 
 
 def perf_analyzer_env():

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,9 +17,8 @@ use kiln_proto::inference::model_infer_response::InferOutputTensor;
 use kiln_proto::inference::*;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tokio_stream::Stream;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
 
 /// Per-item input size.
 pub const FEATURES: usize = 4;
@@ -124,8 +122,6 @@ impl Drop for Server {
     }
 }
 
-type Never = Pin<Box<dyn Stream<Item = Result<ModelStreamInferResponse, Status>> + Send>>;
-
 fn floats(raw: &[u8]) -> Vec<f32> {
     raw.chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
@@ -212,15 +208,6 @@ impl GrpcInferenceService for Fake {
         }))
     }
 
-    type ModelStreamInferStream = Never;
-
-    async fn model_stream_infer(
-        &self,
-        _: Request<Streaming<ModelInferRequest>>,
-    ) -> Result<Response<Never>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-
     async fn model_config(
         &self,
         request: Request<ModelConfigRequest>,
@@ -251,60 +238,5 @@ impl GrpcInferenceService for Fake {
         _: Request<RepositoryIndexRequest>,
     ) -> Result<Response<RepositoryIndexResponse>, Status> {
         Ok(Response::new(RepositoryIndexResponse::default()))
-    }
-
-    async fn repository_model_load(
-        &self,
-        _: Request<RepositoryModelLoadRequest>,
-    ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-
-    async fn repository_model_unload(
-        &self,
-        _: Request<RepositoryModelUnloadRequest>,
-    ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn system_shared_memory_status(
-        &self,
-        _: Request<SystemSharedMemoryStatusRequest>,
-    ) -> Result<Response<SystemSharedMemoryStatusResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-
-    async fn system_shared_memory_register(
-        &self,
-        _: Request<SystemSharedMemoryRegisterRequest>,
-    ) -> Result<Response<SystemSharedMemoryRegisterResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-
-    async fn system_shared_memory_unregister(
-        &self,
-        _: Request<SystemSharedMemoryUnregisterRequest>,
-    ) -> Result<Response<SystemSharedMemoryUnregisterResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-
-    async fn cuda_shared_memory_status(
-        &self,
-        _: Request<CudaSharedMemoryStatusRequest>,
-    ) -> Result<Response<CudaSharedMemoryStatusResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-
-    async fn cuda_shared_memory_register(
-        &self,
-        _: Request<CudaSharedMemoryRegisterRequest>,
-    ) -> Result<Response<CudaSharedMemoryRegisterResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-
-    async fn cuda_shared_memory_unregister(
-        &self,
-        _: Request<CudaSharedMemoryUnregisterRequest>,
-    ) -> Result<Response<CudaSharedMemoryUnregisterResponse>, Status> {
-        Err(Status::unimplemented("fake"))
     }
 }

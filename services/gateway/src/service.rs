@@ -36,7 +36,14 @@ use crate::stats;
 const STREAM_CONCURRENCY: usize = 64;
 
 /// Extensions announced by ServerMetadata: the Triton extensions the gateway implements.
-pub const EXTENSIONS: &[&str] = &["model_configuration", "model_repository", "statistics"];
+pub const EXTENSIONS: &[&str] = &[
+    "classification",
+    "logging",
+    "model_configuration",
+    "model_repository",
+    "schedule_policy",
+    "statistics",
+];
 
 /// The gateway's gRPC service. Cheap to clone.
 #[derive(Clone)]
@@ -149,6 +156,13 @@ impl Gateway {
         let code = result
             .as_ref()
             .map_or_else(Status::code, |_| tonic::Code::Ok);
+        tracing::debug!(
+            model,
+            version = routed.as_deref().unwrap_or("-"),
+            ?code,
+            micros = started.elapsed().as_micros() as u64,
+            "inference request"
+        );
         self.inner
             .metrics
             .observe_request(&model, routed.as_deref(), code, started.elapsed());
@@ -356,12 +370,10 @@ impl GrpcInferenceService for Gateway {
             .map(Response::new)
     }
 
-    type ModelStreamInferStream = ResponseStream;
-
     async fn model_stream_infer(
         &self,
         request: Request<Streaming<ModelInferRequest>>,
-    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+    ) -> Result<Response<ResponseStream>, Status> {
         let stream_deadline = request
             .metadata()
             .contains_key("grpc-timeout")
@@ -527,5 +539,15 @@ impl GrpcInferenceService for Gateway {
         _: Request<CudaSharedMemoryUnregisterRequest>,
     ) -> Result<Response<CudaSharedMemoryUnregisterResponse>, Status> {
         Ok(Response::new(CudaSharedMemoryUnregisterResponse {}))
+    }
+
+    /// The gateway's own log settings (each worker serves its own).
+    async fn log_settings(
+        &self,
+        request: Request<LogSettingsRequest>,
+    ) -> Result<Response<LogSettingsResponse>, Status> {
+        kiln_telemetry::logs::update(request.get_ref())
+            .map(Response::new)
+            .map_err(|e| Error::InvalidRequest(e.to_string()).into())
     }
 }

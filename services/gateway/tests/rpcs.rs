@@ -163,7 +163,12 @@ async fn metadata_and_config_come_from_a_replica_of_the_resolved_version() {
         .unwrap()
         .into_inner();
     assert_eq!(server.name, "kiln");
-    for ext in ["statistics", "model_configuration", "model_repository"] {
+    for ext in [
+        "statistics",
+        "model_configuration",
+        "model_repository",
+        "logging",
+    ] {
         assert!(server.extensions.iter().any(|e| e == ext), "{ext}");
     }
     assert!(
@@ -337,6 +342,80 @@ async fn a_stream_whose_caller_stops_reading_holds_no_admission_slots() {
     }
     let expected: Vec<String> = (0..200).map(|i| format!("{i}")).collect();
     assert_eq!(ids, expected, "every answer, in order");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn log_settings_are_read_and_changed_as_tritons_are() {
+    use log_settings_request::SettingValue;
+    use log_settings_request::setting_value::ParameterChoice as Set;
+    use log_settings_response::setting_value::ParameterChoice as Got;
+    let EchoSetup {
+        worker: _worker,
+        gw,
+        mut client,
+        ..
+    } = echo_setup(|_| {}).await;
+    let mut call = async |changes: &[(&str, Set)]| {
+        let settings = changes
+            .iter()
+            .map(|(k, v)| {
+                let value = SettingValue {
+                    parameter_choice: Some(v.clone()),
+                };
+                ((*k).to_owned(), value)
+            })
+            .collect();
+        client
+            .log_settings(LogSettingsRequest { settings })
+            .await
+            .map(|r| {
+                let mut got: Vec<(String, Option<Got>)> = r
+                    .into_inner()
+                    .settings
+                    .into_iter()
+                    .map(|(k, v)| (k, v.parameter_choice))
+                    .collect();
+                got.sort_by(|a, b| a.0.cmp(&b.0));
+                got
+            })
+    };
+    let read = call(&[]).await.unwrap();
+    let keys: Vec<&str> = read.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "log_error",
+            "log_file",
+            "log_format",
+            "log_info",
+            "log_verbose_level",
+            "log_warning"
+        ]
+    );
+    let changed = call(&[("log_verbose_level", Set::Uint32Param(1))])
+        .await
+        .unwrap();
+    assert!(changed.contains(&("log_verbose_level".into(), Some(Got::Uint32Param(1)))));
+    assert!(changed.contains(&("log_info".into(), Some(Got::BoolParam(true)))));
+    // A bad request changes nothing, even the settings of it that were valid.
+    let err = call(&[
+        ("log_verbose_level", Set::Uint32Param(0)),
+        ("log_info", Set::StringParam("off".into())),
+    ])
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("log_info"), "{err:?}");
+    assert!(
+        call(&[])
+            .await
+            .unwrap()
+            .contains(&("log_verbose_level".into(), Some(Got::Uint32Param(1))))
+    );
+    call(&[("log_verbose_level", Set::Uint32Param(0))])
+        .await
+        .unwrap();
     gw.shutdown().await;
 }
 

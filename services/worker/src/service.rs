@@ -37,7 +37,13 @@ fn no_shared_memory() -> Status {
 }
 
 /// The protocol extensions this worker implements.
-pub const EXTENSIONS: [&str; 2] = ["model_configuration", "statistics"];
+pub const EXTENSIONS: [&str; 5] = [
+    "classification",
+    "logging",
+    "model_configuration",
+    "schedule_policy",
+    "statistics",
+];
 
 /// The worker's inference service.
 #[derive(Clone)]
@@ -128,12 +134,10 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(resp))
     }
 
-    type ModelStreamInferStream = ResponseStream;
-
     async fn model_stream_infer(
         &self,
         request: Request<Streaming<ModelInferRequest>>,
-    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+    ) -> Result<Response<ResponseStream>, Status> {
         let deadline = deadline_from(request.metadata());
         let mut requests = request.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -286,5 +290,14 @@ impl GrpcInferenceService for InferenceService {
         _: Request<CudaSharedMemoryUnregisterRequest>,
     ) -> Result<Response<CudaSharedMemoryUnregisterResponse>, Status> {
         Err(no_shared_memory())
+    }
+
+    async fn log_settings(
+        &self,
+        request: Request<LogSettingsRequest>,
+    ) -> Result<Response<LogSettingsResponse>, Status> {
+        kiln_telemetry::logs::update(request.get_ref())
+            .map(Response::new)
+            .map_err(|e| WorkerError::InvalidRequest(e.to_string()).into())
     }
 }

@@ -136,7 +136,16 @@ async fn metadata_and_config_describe_the_manifest() {
         .into_inner();
     assert_eq!(server.name, "kiln-worker");
     assert_eq!(server.version, env!("CARGO_PKG_VERSION"));
-    assert_eq!(server.extensions, ["model_configuration", "statistics"]);
+    assert_eq!(
+        server.extensions,
+        [
+            "classification",
+            "logging",
+            "model_configuration",
+            "schedule_policy",
+            "statistics"
+        ]
+    );
 
     for version in ["1", ""] {
         let ready = c

@@ -1,6 +1,7 @@
 //! Process plumbing every Kiln service shares.
 //!
-//! - [`init_tracing`]: one `tracing` subscriber, filtered by `RUST_LOG` (default `info`).
+//! - [`init_tracing`]: one `tracing` subscriber, filtered by `RUST_LOG` (default `info`) and
+//!   by the log settings that Triton's `LogSettings` RPC reads and changes ([`logs`]).
 //! - [`HttpEndpoints`]: the HTTP side every service serves: `/metrics` (Prometheus text from a
 //!   shared [`Registry`]), `/healthz` (the process is up) and `/readyz` (the service says it can
 //!   take traffic, from a `watch` flag); [`HttpEndpoints::serve_with`] mounts a service's own
@@ -9,6 +10,7 @@
 //! - [`profile`]: the mergeable traffic profiles (feature sketches, output histograms, latency)
 //!   that workers push to the monitor.
 
+pub mod logs;
 pub mod profile;
 
 use std::net::SocketAddr;
@@ -24,14 +26,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Installs the global tracing subscriber (idempotent: later calls are ignored).
+/// Installs the global tracing subscriber (idempotent: later calls are ignored); see [`logs`].
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .try_init();
+    logs::init();
 }
 
 /// Resolves when the process receives SIGINT (Ctrl-C) or SIGTERM.

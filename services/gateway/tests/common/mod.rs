@@ -8,13 +8,11 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::Stream;
 use kiln_coord::codec::{self, DeploymentRecord, DeploymentVersion, ReplicaRecord, ReplicaState};
 use kiln_coord::conformance::eventually;
 use kiln_coord::{Coordinator, MemoryCoordinator, SharedCoordinator, keys};
@@ -31,7 +29,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Channel, Server};
-use tonic::{Code, Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status};
 
 /// How the fake answers ModelInfer.
 #[derive(Clone)]
@@ -166,8 +164,6 @@ fn echo(state: &FakeState, req: ModelInferRequest) -> ModelInferResponse {
     }
 }
 
-type Never = Pin<Box<dyn Stream<Item = Result<ModelStreamInferResponse, Status>> + Send>>;
-
 #[tonic::async_trait]
 impl GrpcInferenceService for FakeService {
     async fn server_live(
@@ -245,15 +241,6 @@ impl GrpcInferenceService for FakeService {
         Ok(Response::new(echo(&self.0, req)))
     }
 
-    type ModelStreamInferStream = Never;
-
-    async fn model_stream_infer(
-        &self,
-        _: Request<Streaming<ModelInferRequest>>,
-    ) -> Result<Response<Never>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-
     async fn model_config(
         &self,
         request: Request<ModelConfigRequest>,
@@ -302,61 +289,6 @@ impl GrpcInferenceService for FakeService {
         _: Request<RepositoryIndexRequest>,
     ) -> Result<Response<RepositoryIndexResponse>, Status> {
         Ok(Response::new(RepositoryIndexResponse::default()))
-    }
-
-    async fn repository_model_load(
-        &self,
-        _: Request<RepositoryModelLoadRequest>,
-    ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-
-    async fn repository_model_unload(
-        &self,
-        _: Request<RepositoryModelUnloadRequest>,
-    ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn system_shared_memory_status(
-        &self,
-        _: Request<SystemSharedMemoryStatusRequest>,
-    ) -> Result<Response<SystemSharedMemoryStatusResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-
-    async fn system_shared_memory_register(
-        &self,
-        _: Request<SystemSharedMemoryRegisterRequest>,
-    ) -> Result<Response<SystemSharedMemoryRegisterResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-
-    async fn system_shared_memory_unregister(
-        &self,
-        _: Request<SystemSharedMemoryUnregisterRequest>,
-    ) -> Result<Response<SystemSharedMemoryUnregisterResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-
-    async fn cuda_shared_memory_status(
-        &self,
-        _: Request<CudaSharedMemoryStatusRequest>,
-    ) -> Result<Response<CudaSharedMemoryStatusResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-
-    async fn cuda_shared_memory_register(
-        &self,
-        _: Request<CudaSharedMemoryRegisterRequest>,
-    ) -> Result<Response<CudaSharedMemoryRegisterResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-
-    async fn cuda_shared_memory_unregister(
-        &self,
-        _: Request<CudaSharedMemoryUnregisterRequest>,
-    ) -> Result<Response<CudaSharedMemoryUnregisterResponse>, Status> {
-        Err(Status::unimplemented("fake"))
     }
 }
 
