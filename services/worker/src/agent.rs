@@ -92,6 +92,9 @@ pub struct Agent {
     lease: Option<LeaseId>,
     /// Assigned versions, with the generation of their current load.
     assigned: HashMap<VersionKey, u64>,
+    /// Unassigned versions still serving until their linger ends, with the generation of the
+    /// unassignment (only that linger's end unloads them).
+    lingering: HashMap<VersionKey, u64>,
     /// Batching overrides each assignment carries.
     overrides: HashMap<VersionKey, BatchingOverrides>,
     next_generation: u64,
@@ -128,6 +131,7 @@ impl Agent {
             metrics,
             lease: None,
             assigned: HashMap::new(),
+            lingering: HashMap::new(),
             overrides: HashMap::new(),
             next_generation: 0,
             published: BTreeMap::new(),
@@ -162,7 +166,10 @@ impl Agent {
                 // Biased: a drain asked for just before a stop is still written.
                 biased;
                 changed = draining.changed(), if !self.cfg.record.draining => {
-                    if changed.is_ok() && *draining.borrow() {
+                    if changed.is_err() {
+                        return; // the worker was dropped without a shutdown: stop with it
+                    }
+                    if *draining.borrow() {
                         tracing::info!("draining: asking the controller to move every replica away");
                         self.cfg.record.draining = true;
                         self.write_all().await;
@@ -360,6 +367,7 @@ impl Agent {
         self.next_generation += 1;
         let generation = self.next_generation;
         self.assigned.insert(key.clone(), generation);
+        self.lingering.remove(&key);
         tracing::info!(model = key.0, version = key.1, "assigned; loading");
         self.store.set_state(&key.0, &key.1, VersionState::Loading);
         self.publish(&key, ReplicaState::Loading, String::new(), 0)
@@ -481,6 +489,7 @@ impl Agent {
             return;
         }
         tracing::info!(model = key.0, version = key.1, delay = ?self.cfg.unload_delay, "unassigned; serving on until gateways stop routing here");
+        self.lingering.insert(key.clone(), generation);
         let tx = self.linger_tx.clone();
         let (key, delay) = (key.clone(), self.cfg.unload_delay);
         tokio::spawn(async move {
@@ -490,10 +499,12 @@ impl Agent {
     }
 
     fn on_linger_over(&mut self, done: Linger) {
-        // Assigned again meanwhile (a new generation): that load owns the version now.
-        if self.assigned.contains_key(&done.key) {
+        // Assigned again meanwhile (that load owns the version now), or assigned and
+        // unassigned again (a later linger ends it).
+        if self.lingering.get(&done.key) != Some(&done.generation) {
             return;
         }
+        self.lingering.remove(&done.key);
         tracing::info!(
             model = done.key.0,
             version = done.key.1,

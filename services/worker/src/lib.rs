@@ -351,7 +351,16 @@ impl Running {
         self.wait_for_replacements().await;
         // The agent would re-register under a new lease; from here on the worker only leaves.
         let _ = self.stop_agent.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.agent).await;
+        let mut agent = self.agent;
+        if tokio::time::timeout(Duration::from_secs(1), &mut agent)
+            .await
+            .is_err()
+        {
+            // Stuck on a slow store: stop it here, or a write it is making (a drain's or a
+            // load's READY) could put replica keys back after step 3 withdraws them.
+            agent.abort();
+            let _ = agent.await;
+        }
 
         // 3: withdraw what is left and give gateways time to see it.
         let left = self.store.states();

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use futures::StreamExt;
 use kiln_coord::codec::{self, ReplicaState, WorkerRecord};
@@ -245,4 +247,74 @@ async fn shutdown_drains_then_removes_the_keys() {
             }
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_assigned_again_while_it_lingers_keeps_its_new_linger() {
+    // Unassigned at t0 (linger 1 ends at t0 + 4 s), assigned again, unassigned again at about
+    // t0 + 2 s (linger 2 ends at t0 + 6 s): at t0 + 5 s the version still serves, as the end of
+    // the first linger must not unload what the second one keeps.
+    let delay = Duration::from_secs(4);
+    let f = ready_worker(kiln_worker::Config {
+        unload_delay_ms: delay.as_millis() as u64,
+        ..config("w-relinger")
+    })
+    .await;
+    let id = f.worker.id.clone();
+    let assignment = keys::assignment(&id, "digits", "1");
+    f.coord.delete(&assignment).await.unwrap();
+    let t0 = tokio::time::Instant::now();
+    eventually(WITHIN, "replica key removed", || async {
+        replica(&f.coord, "digits", "1", &id).await.is_none()
+    })
+    .await;
+    assign(&f.coord, &id, "digits", "1").await;
+    wait_replica(&f.coord, "digits", "1", &id, ReplicaState::Ready).await;
+    tokio::time::sleep_until(t0 + delay / 2).await;
+    f.coord.delete(&assignment).await.unwrap();
+    eventually(WITHIN, "replica key removed again", || async {
+        replica(&f.coord, "digits", "1", &id).await.is_none()
+    })
+    .await;
+    assert!(t0.elapsed() < delay, "too slow to test: {:?}", t0.elapsed());
+    tokio::time::sleep_until(t0 + delay + delay / 4).await;
+    f.client
+        .clone()
+        .model_infer(raw_request(&heldout().inputs[..1]))
+        .await
+        .expect("still serving during the second linger");
+    f.worker.shutdown().await;
+}
+
+/// CPU time this process has used (user + system), from /proc/self/stat, in clock ticks.
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // The fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_dropped_without_shutdown_leaves_nothing_running() {
+    let f = ready_worker(kiln_worker::Config {
+        unload_delay_ms: 0,
+        ..config("w-dropped")
+    })
+    .await;
+    drop(f.worker);
+    // Let what the drop stops wind down, then nothing of it may keep a CPU busy (its control
+    // loop used to spin on the closed drain channel).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = cpu_ticks();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = cpu_ticks() - before;
+    assert!(
+        used < 30,
+        "{used} ticks of CPU in 1 s with the worker dropped"
+    );
 }
