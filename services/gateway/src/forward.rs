@@ -8,8 +8,11 @@
 //! - An attempt that failed WITHOUT an answer (connection refused or reset, worker gone,
 //!   transport error) or that was answered UNAVAILABLE is retried on another ready replica
 //!   (the same one when it is the only one left), while the deadline, `--max-attempts` and the
-//!   [`RetryBudget`] allow. Any other answer, success or application
-//!   error (INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, ...), is final.
+//!   [`RetryBudget`] allow. So is a NOT_FOUND from a worker: the gateway routes only versions
+//!   its table says the replica holds, so it means the table is stale (the worker restarted
+//!   under the same id, or unloaded the version before the gateway saw it withdrawn) and nothing
+//!   was computed; when no other replica is left, the caller gets UNAVAILABLE. Any other
+//!   answer, success or application error (INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ...), is final.
 //! - Retries draw on a token bucket: each request deposits `ratio` tokens, a retry costs one, and
 //!   `floor_per_sec` tokens trickle in per second, so a sick cluster sees at most about
 //!   `ratio` extra load (plus the floor), never a retry storm.
@@ -213,6 +216,23 @@ impl Forwarder {
                     });
                 }
             };
+            if status.code() == Code::NotFound {
+                // The worker does not hold the version the routing table says it does (it
+                // restarted under the same id, or unloaded it before this gateway saw the
+                // withdrawal). Nothing was computed: another replica may answer. It will say
+                // the same until this gateway's table catches up, so it is avoided for a while
+                // like one that did not answer.
+                backend.record_failure();
+                last = format!("{} does not hold it: {}", backend.address, status.message());
+                if self
+                    .backends
+                    .pick(route.replicas, &tried, &mut rand::rng())
+                    .is_none()
+                {
+                    break; // no other replica: asking the same one again would not help
+                }
+                continue;
+            }
             match classify(&status, Instant::now() >= deadline) {
                 Outcome::Answered => {
                     backend.record_answer();

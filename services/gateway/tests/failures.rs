@@ -103,6 +103,40 @@ async fn a_lone_replica_is_retried_itself() {
 }
 
 #[tokio::test]
+async fn a_replica_that_does_not_hold_the_version_is_passed_over() {
+    // A worker answering NOT_FOUND for a version the table routes to it (restarted under the
+    // same id, or unloaded before the gateway saw it): the other replica serves, and with none
+    // left the caller hears UNAVAILABLE, after one attempt per replica.
+    let coord = Arc::new(MemoryCoordinator::new());
+    let a = FakeWorker::start("wa", Behaviour::Fail(Code::NotFound)).await;
+    let b = FakeWorker::start("wb", Behaviour::Echo).await;
+    register(&*coord, "m", "1", &a, ReplicaState::Ready).await;
+    register(&*coord, "m", "1", &b, ReplicaState::Ready).await;
+    let gw = gateway(coord.clone(), |_| {}).await;
+    wait_ready(&gw, "m", "1", 2).await;
+    let mut client = client(&gw).await;
+    for _ in 0..30 {
+        let r = client
+            .model_infer(request("m", "1", four_floats()))
+            .await
+            .unwrap();
+        assert_eq!(served_by(&r.into_inner()), "wb");
+    }
+    assert!(a.calls() >= 1);
+
+    b.set(Behaviour::Fail(Code::NotFound));
+    let calls = a.calls() + b.calls();
+    let err = client
+        .model_infer(request("m", "1", four_floats()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("does not hold it"), "{err:?}");
+    assert_eq!(a.calls() + b.calls() - calls, 2, "one attempt per replica");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn application_errors_are_never_retried() {
     let coord = Arc::new(MemoryCoordinator::new());
     let a = FakeWorker::start("wa", Behaviour::Fail(Code::InvalidArgument)).await;
