@@ -85,7 +85,8 @@ pub struct Config {
     #[arg(long, default_value_t = 600)]
     pub retrain_timeout_secs: u64,
     /// Least time between two retrains of a model, seconds; also how long after a retrain a
-    /// newly registered version counts as its result.
+    /// newly registered version counts as its result, and how long its canary may wait to be
+    /// promoted before it is rolled back (a model has one retrained canary at a time).
     #[arg(long, default_value_t = 900)]
     pub retrain_cooldown_secs: u64,
     /// Traffic weight (of 100) of a retrained version's canary.

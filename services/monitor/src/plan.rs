@@ -19,8 +19,9 @@
 //!    on fitting workers as it wants (make before break), then they are deleted. A leaving
 //!    replica with nowhere to go stays put, because it serves better than none. So a load that
 //!    failed is tried once on each other fitting worker, not again and again on the same one.
-//! 3. A version never has more staying assignments than replicas: extras are deleted, the most
-//!    loaded worker first (ties: highest worker id), so the spread stays even.
+//! 3. A version never has more staying assignments than replicas: extras are deleted, those
+//!    not READY first (a scale-down keeps the replicas that serve), then the most loaded worker
+//!    first (ties: highest worker id), so the spread stays even.
 //! 4. Missing replicas go to distinct fitting workers that do not already host the version:
 //!    fewest assignments first, then workers that already hold a replica record of the version
 //!    (a copy still loaded), then lowest id, so plans are deterministic.
@@ -29,7 +30,8 @@
 //!
 //! What cannot be done (a version that is not registered, more replicas than fitting workers) is
 //! reported in [`Plan::issues`] for the caller to log, and the rest is still placed.
-//! [`retirements`] is the second pure step: which retiring versions may leave a deployment.
+//! [`retirements`] is the second pure step, over the state and the plan: which retiring
+//! versions may leave a deployment.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -248,11 +250,17 @@ pub fn plan(state: &ClusterState) -> Plan {
         let (mut staying, leaving): (Vec<Assignment>, Vec<Assignment>) =
             list.into_iter().partition(|a| stays(key, &a.worker_id, dv));
 
-        // Rule 3: trim extras among the staying, most loaded first (ties: highest id).
+        // Rule 3: trim extras among the staying: those not READY first (a scale-down must not
+        // remove a serving replica and keep one still loading), then the most loaded (ties:
+        // highest id).
+        let is_ready = |a: &Assignment| {
+            ready.contains(&(key.0.as_str(), key.1.as_str(), a.worker_id.as_str()))
+        };
         if staying.len() > wanted {
             staying.sort_by(|a, b| {
-                load[&b.worker_id]
-                    .cmp(&load[&a.worker_id])
+                is_ready(a)
+                    .cmp(&is_ready(b))
+                    .then_with(|| load[&b.worker_id].cmp(&load[&a.worker_id]))
                     .then_with(|| b.worker_id.cmp(&a.worker_id))
             });
             for extra in staying.drain(..staying.len() - wanted) {
@@ -263,10 +271,7 @@ pub fn plan(state: &ClusterState) -> Plan {
         }
 
         // Rule 2: leaving replicas go once the staying ones are all READY.
-        let ready_staying = staying
-            .iter()
-            .filter(|a| ready.contains(&(key.0.as_str(), key.1.as_str(), a.worker_id.as_str())))
-            .count();
+        let ready_staying = staying.iter().filter(|a| is_ready(a)).count();
         if ready_staying >= wanted {
             out.delete.extend(leaving.iter().cloned());
         }
@@ -322,16 +327,52 @@ pub fn plan(state: &ClusterState) -> Plan {
 }
 
 /// Deployments whose retiring versions may go: every version that takes traffic (weight > 0,
-/// not retiring) has all its replicas READY. Returns each changed record without those versions.
-pub fn retirements(state: &ClusterState) -> Vec<DeploymentRecord> {
+/// not retiring) is *settled*: it has all its replicas READY, or it has at least one READY,
+/// nothing of it is still loading or about to be, and `plan` could not place the rest (no
+/// fitting worker, or not enough memory while the retiring versions hold theirs). Without that
+/// second way out, a promote whose new version cannot get every replica while the old one
+/// still holds its workers would wait forever, with the old version's replicas idle. Returns
+/// each changed record without its retiring versions.
+pub fn retirements(state: &ClusterState, plan: &Plan) -> Vec<DeploymentRecord> {
     let mut ready: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut settled_replicas: BTreeSet<(&str, &str, &str)> = BTreeSet::new();
     for r in &state.replicas {
         if r.state == ReplicaState::Ready as i32 {
             *ready
                 .entry((r.model.as_str(), r.version.as_str()))
                 .or_default() += 1;
         }
+        if r.state == ReplicaState::Ready as i32 || r.state == ReplicaState::Failed as i32 {
+            settled_replicas.insert((r.model.as_str(), r.version.as_str(), r.worker_id.as_str()));
+        }
     }
+    // Assignments whose load has not ended (no record, or LOADING), and those this plan makes.
+    let mut pending: HashMap<(&str, &str), usize> = HashMap::new();
+    for a in &state.assignments {
+        let key = (a.model.as_str(), a.version.as_str(), a.worker_id.as_str());
+        if !settled_replicas.contains(&key) {
+            *pending.entry((key.0, key.1)).or_default() += 1;
+        }
+    }
+    for a in &plan.create {
+        *pending
+            .entry((a.model.as_str(), a.version.as_str()))
+            .or_default() += 1;
+    }
+    let unplaced: BTreeSet<(&str, &str)> = plan
+        .issues
+        .iter()
+        .filter_map(|i| match i {
+            PlanIssue::Unplaced { model, version, .. } => Some((model.as_str(), version.as_str())),
+            PlanIssue::Unregistered { .. } => None,
+        })
+        .collect();
+    let settled = |model: &str, v: &DeploymentVersion| {
+        let key = (model, v.version.as_str());
+        let ready = ready.get(&key).copied().unwrap_or(0);
+        ready >= v.replicas as usize
+            || (ready > 0 && unplaced.contains(&key) && !pending.contains_key(&key))
+    };
     let mut out = Vec::new();
     for d in &state.deployments {
         if !d.versions.iter().any(|v| v.retiring) {
@@ -342,15 +383,7 @@ pub fn retirements(state: &ClusterState) -> Vec<DeploymentRecord> {
             .iter()
             .filter(|v| !v.retiring && v.traffic_weight > 0)
             .collect();
-        let all_ready = !serving.is_empty()
-            && serving.iter().all(|v| {
-                ready
-                    .get(&(d.model.as_str(), v.version.as_str()))
-                    .copied()
-                    .unwrap_or(0)
-                    >= v.replicas as usize
-            });
-        if all_ready {
+        if !serving.is_empty() && serving.iter().all(|v| settled(&d.model, v)) {
             let mut next = d.clone();
             next.versions.retain(|v| !v.retiring);
             out.push(next);

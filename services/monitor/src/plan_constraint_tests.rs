@@ -196,11 +196,14 @@ fn retiring_versions_leave_once_the_serving_ones_are_ready() {
         assignments: vec![],
         replicas: vec![replica("w1", "m", "2", ReplicaState::Ready, 0)],
     };
-    assert!(retirements(&state).is_empty(), "v2 has 1 of 2 ready");
+    assert!(
+        retirements(&state, &plan(&state)).is_empty(),
+        "v2 has 1 of 2 ready"
+    );
     state
         .replicas
         .push(replica("w2", "m", "2", ReplicaState::Ready, 0));
-    let next = retirements(&state);
+    let next = retirements(&state, &plan(&state));
     assert_eq!(next.len(), 1);
     let versions: Vec<&str> = next[0]
         .versions
@@ -208,4 +211,73 @@ fn retiring_versions_leave_once_the_serving_ones_are_ready() {
         .map(|v| v.version.as_str())
         .collect();
     assert_eq!(versions, ["2"]);
+}
+
+#[test]
+fn a_promote_the_old_version_blocks_retires_it_once_the_new_one_is_as_ready_as_it_can_be() {
+    // Three workers; v1 (retiring, no traffic) holds all three, v2 wants three. v2's load on w3
+    // failed (w3 had no room beside v1): v2 cannot be placed anywhere else, so waiting for its
+    // third replica would keep v1 forever; v1 goes once nothing of v2 is still loading.
+    let mut dep = deployment("m", &[("1", 3), ("2", 3)]);
+    dep.versions[0].retiring = true;
+    dep.versions[0].traffic_weight = 0;
+    let mut assignments = Vec::new();
+    for w in ["w1", "w2", "w3"] {
+        assignments.push(a(w, "m", "1"));
+        assignments.push(a(w, "m", "2"));
+    }
+    let mut state = ClusterState {
+        workers: workers(&["w1", "w2", "w3"]),
+        deployments: vec![dep],
+        models: vec![model("m", "1"), model("m", "2")],
+        assignments,
+        replicas: vec![
+            replica("w1", "m", "2", ReplicaState::Ready, 0),
+            replica("w2", "m", "2", ReplicaState::Loading, 0),
+            replica("w3", "m", "2", ReplicaState::Failed, 0),
+        ],
+    };
+    assert!(
+        retirements(&state, &plan(&state)).is_empty(),
+        "v2 is still loading on w2"
+    );
+    state.replicas[1].state = ReplicaState::Ready as i32;
+    let p = plan(&state);
+    assert!(
+        p.issues
+            .iter()
+            .any(|i| matches!(i, PlanIssue::Unplaced { placed: 2, .. })),
+        "{:?}",
+        p.issues
+    );
+    let next = retirements(&state, &p);
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].versions.len(), 1);
+    assert_eq!(next[0].versions[0].version, "2");
+
+    // With a fourth worker to place it on, v2 gets its third replica first.
+    state.workers = workers(&["w1", "w2", "w3", "w4"]);
+    let p = plan(&state);
+    assert_eq!(p.create, vec![a("w4", "m", "2")]);
+    assert!(retirements(&state, &p).is_empty());
+}
+
+#[test]
+fn a_scale_down_keeps_the_ready_replica_and_drops_the_loading_one() {
+    // w1 serves m/1 and is the more loaded; w2's copy is still loading. Scaling to one replica
+    // must not leave the version with none serving.
+    let state = ClusterState {
+        workers: workers(&["w1", "w2"]),
+        deployments: vec![deployment("m", &[("1", 1)]), deployment("o", &[("1", 1)])],
+        models: vec![model("m", "1"), model("o", "1")],
+        assignments: vec![a("w1", "m", "1"), a("w2", "m", "1"), a("w1", "o", "1")],
+        replicas: vec![
+            replica("w1", "m", "1", ReplicaState::Ready, 0),
+            replica("w2", "m", "1", ReplicaState::Loading, 0),
+            replica("w1", "o", "1", ReplicaState::Ready, 0),
+        ],
+    };
+    let p = plan(&state);
+    assert_eq!(p.delete, vec![a("w2", "m", "1")]);
+    assert!(p.create.is_empty());
 }

@@ -88,6 +88,10 @@ impl Reconciler {
         let mut outcome = PassOutcome::default();
         let mut lost = 0usize;
         for a in &p.delete {
+            if snap.unreadable.covers(a) {
+                tracing::warn!(worker = %a.worker_id, model = %a.model, version = %a.version, "keeping an assignment whose deployment, model or worker record cannot be read");
+                continue;
+            }
             let key = keys::assignment(&a.worker_id, &a.model, &a.version);
             let rev = snap.assignment_revs[&key];
             let txn = TxnRequest {
@@ -120,9 +124,10 @@ impl Reconciler {
                 lost += 1;
             }
         }
-        // Retiring versions whose successors are all READY leave their deployment; the next
-        // pass (triggered by this very write) removes their assignments.
-        for d in retirements(&snap.state) {
+        // Retiring versions whose successors are settled (all READY, or as READY as they can
+        // get while the retiring ones hold their workers) leave their deployment; the next pass
+        // (triggered by this very write) removes their assignments.
+        for d in retirements(&snap.state, &p) {
             let key = keys::deployment(&d.model);
             let txn = TxnRequest {
                 compare: vec![

@@ -3,7 +3,10 @@
 //!
 //! The key, not the value, names the worker, deployment, model version, assignment and replica:
 //! a value that disagrees with its key must not hide or invent a placement. Undecodable values
-//! are skipped with a warning. A worker with a cordon (`/kiln/v1/drains/{id}`) reads as draining.
+//! are skipped with a warning, and the models and workers they would describe are listed in
+//! [`Snapshot::unreadable`]: a deployment, model version or worker that cannot be read is not
+//! one that is gone, so the reconciler deletes none of their assignments. A worker with a cordon
+//! (`/kiln/v1/drains/{id}`) reads as draining.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -24,11 +27,38 @@ pub(crate) struct Snapshot {
     pub assignment_revs: HashMap<String, i64>,
     /// Mod revision of each deployment key.
     pub deployment_revs: HashMap<String, i64>,
+    /// What undecodable records would describe.
+    pub unreadable: Unreadable,
+}
+
+/// Models and workers with a record that could not be decoded.
+#[derive(Debug, Default)]
+pub(crate) struct Unreadable {
+    /// Models whose deployment, or one of whose versions, could not be read.
+    pub models: BTreeSet<String>,
+    /// Workers whose record could not be read.
+    pub workers: BTreeSet<String>,
+}
+
+impl Unreadable {
+    /// Whether `a` may be about something unreadable (then it must not be deleted).
+    pub fn covers(&self, a: &AssignmentRecord) -> bool {
+        self.models.contains(&a.model) || self.workers.contains(&a.worker_id)
+    }
 }
 
 async fn decode_all<T: serde::de::DeserializeOwned>(
     coord: &dyn Coordinator,
     prefix: &str,
+) -> Result<Vec<(KeyValue, T)>> {
+    decode_all_noting(coord, prefix, &mut Vec::new()).await
+}
+
+/// Like [`decode_all`], and pushes the key segments (after `prefix`) of undecodable values.
+async fn decode_all_noting<T: serde::de::DeserializeOwned>(
+    coord: &dyn Coordinator,
+    prefix: &str,
+    unreadable: &mut Vec<Vec<String>>,
 ) -> Result<Vec<(KeyValue, T)>> {
     let listing = coord.list(prefix).await?;
     Ok(listing
@@ -38,6 +68,9 @@ async fn decode_all<T: serde::de::DeserializeOwned>(
             Ok(v) => Some((kv, v)),
             Err(e) => {
                 tracing::warn!(key = %kv.key, error = %e, "skipping undecodable record");
+                if let Some(segments) = keys::segments(prefix, &kv.key) {
+                    unreadable.push(segments.iter().map(|s| s.to_string()).collect());
+                }
                 None
             }
         })
@@ -60,30 +93,41 @@ pub(crate) async fn cordons(coord: &dyn Coordinator) -> Result<BTreeSet<String>>
         .collect())
 }
 
-/// Live workers, with `draining` set for cordoned ones too.
-pub(crate) async fn workers(coord: &dyn Coordinator) -> Result<Vec<WorkerRecord>> {
+/// Live workers, with `draining` set for cordoned ones too; the keys of undecodable records
+/// are pushed to `unreadable`.
+async fn workers_noting(
+    coord: &dyn Coordinator,
+    unreadable: &mut Vec<Vec<String>>,
+) -> Result<Vec<WorkerRecord>> {
     let cordoned = cordons(coord).await?;
-    Ok(decode_all::<WorkerRecord>(coord, keys::WORKERS)
-        .await?
-        .into_iter()
-        .filter_map(
-            |(kv, mut w)| match keys::segments(keys::WORKERS, &kv.key)?.as_slice() {
-                [id] => {
-                    w.id = id.to_string();
-                    w.draining |= cordoned.contains(&w.id);
-                    Some(w)
-                }
-                _ => None,
-            },
-        )
-        .collect())
+    Ok(
+        decode_all_noting::<WorkerRecord>(coord, keys::WORKERS, unreadable)
+            .await?
+            .into_iter()
+            .filter_map(
+                |(kv, mut w)| match keys::segments(keys::WORKERS, &kv.key)?.as_slice() {
+                    [id] => {
+                        w.id = id.to_string();
+                        w.draining |= cordoned.contains(&w.id);
+                        Some(w)
+                    }
+                    _ => None,
+                },
+            )
+            .collect(),
+    )
 }
 
 /// Reads everything the controller plans over.
 pub(crate) async fn snapshot(coord: &dyn Coordinator) -> Result<Snapshot> {
-    let workers = workers(coord).await?;
+    let mut unreadable = Unreadable::default();
+    let mut noted = Vec::new();
+    let workers = workers_noting(coord, &mut noted).await?;
+    unreadable
+        .workers
+        .extend(noted.drain(..).filter_map(|s| s.into_iter().next()));
     let mut deployment_revs = HashMap::new();
-    let deployments = decode_all::<DeploymentRecord>(coord, keys::DEPLOYMENTS)
+    let deployments = decode_all_noting::<DeploymentRecord>(coord, keys::DEPLOYMENTS, &mut noted)
         .await?
         .into_iter()
         .filter_map(
@@ -97,7 +141,7 @@ pub(crate) async fn snapshot(coord: &dyn Coordinator) -> Result<Snapshot> {
             },
         )
         .collect();
-    let models = decode_all::<ModelVersionRecord>(coord, keys::MODELS)
+    let models = decode_all_noting::<ModelVersionRecord>(coord, keys::MODELS, &mut noted)
         .await?
         .into_iter()
         .filter_map(
@@ -111,6 +155,9 @@ pub(crate) async fn snapshot(coord: &dyn Coordinator) -> Result<Snapshot> {
             },
         )
         .collect();
+    unreadable
+        .models
+        .extend(noted.drain(..).filter_map(|s| s.into_iter().next()));
     let mut assignment_revs = HashMap::new();
     let assignments = decode_all::<AssignmentRecord>(coord, keys::ASSIGNMENTS)
         .await?
@@ -142,6 +189,7 @@ pub(crate) async fn snapshot(coord: &dyn Coordinator) -> Result<Snapshot> {
         },
         assignment_revs,
         deployment_revs,
+        unreadable,
     })
 }
 

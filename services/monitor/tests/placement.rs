@@ -105,3 +105,44 @@ async fn only_the_leader_writes_and_a_standby_continues() {
     .await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_cannot_be_read_removes_no_replica() {
+    // A deployment or worker record overwritten with something undecodable (a hand edit, a
+    // newer writer) reads as missing: that must not unassign the replicas it describes.
+    let coord = memory();
+    let monitor = kiln_monitor::start(fast_config("m"), coord.clone())
+        .await
+        .unwrap();
+    for id in ["w1", "w2"] {
+        fake_worker(&coord, id).await;
+    }
+    registered(&coord, "digits", "1").await;
+    deployed(&coord, "digits", "1", 2).await;
+    eventually(WITHIN, "two assignments", || async {
+        assigned_workers(&coord, "digits", "1").await.len() == 2
+    })
+    .await;
+    coord
+        .put(&keys::deployment("digits"), b"{not json".to_vec(), 0)
+        .await
+        .unwrap();
+    let lease = coord.get(&keys::worker("w1")).await.unwrap().unwrap().lease;
+    coord
+        .put(&keys::worker("w1"), b"\x00garbage".to_vec(), lease)
+        .await
+        .unwrap();
+    // Another deployment: once it is placed, passes have run over the unreadable records.
+    registered(&coord, "other", "1").await;
+    deployed(&coord, "other", "1", 1).await;
+    eventually(WITHIN, "other placed", || async {
+        assigned_workers(&coord, "other", "1").await.len() == 1
+    })
+    .await;
+    assert_eq!(
+        assigned_workers(&coord, "digits", "1").await,
+        ["w1", "w2"],
+        "kept"
+    );
+    monitor.shutdown().await;
+}

@@ -1,7 +1,8 @@
 //! The watch loop against a real in-process monitor (1 s telemetry windows): persistent drift
 //! fires an alert after K windows and reaches an Alertmanager-style webhook; a canary over the
 //! SLO is rolled back; drift runs the retrain hook, whose version is deployed as a canary and
-//! promoted once good.
+//! promoted once good, or rolled back when it is not good within the cool-down (one retrained
+//! canary at a time).
 
 mod common;
 
@@ -358,5 +359,76 @@ async fn drift_runs_the_retrain_hook_and_its_version_goes_through_canary_to_prom
     assert!(texts.iter().any(|t| t.contains("promoted")), "{texts:?}");
     drifted.abort();
     canary.abort();
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retrained_canary_that_never_gets_good_is_rolled_back_before_the_next_retrain() {
+    // The serving version drifts for good and each retrained canary gets no traffic, so none is
+    // ever promoted. Every cool-down (2 s) used to run the hook again and deploy one more canary
+    // beside the waiting ones; now a canary waits at most one cool-down, is rolled back, and only
+    // then does the next retrain start.
+    let coord = memory();
+    let out = tempfile::tempdir().unwrap();
+    let runs = out.path().join("runs.txt");
+    let m = kiln_monitor::start(
+        kiln_monitor::Config {
+            drift_alert_windows: 1,
+            retrain_cooldown_secs: 2,
+            canary_weight: 50,
+            retrain_command: Some(format!("echo $KILN_NEXT_VERSION >> {}", runs.display())),
+            ..config()
+        },
+        coord.clone(),
+    )
+    .await
+    .unwrap();
+    leading(&m).await;
+    let mut dirs = vec![register(&coord, "1", 0.0).await];
+    deploy(&coord, &[("1", 100)]).await;
+    let drifted = traffic(m.grpc_addr, "1", 1.0, 2);
+    let hook_runs = || {
+        std::fs::read_to_string(&runs)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    // Act as the trainer: register each version a hook run asks for. Until the second canary is
+    // deployed, never more than one canary may take traffic beside version 1.
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "runs {:?}",
+            hook_runs()
+        );
+        for version in hook_runs() {
+            if dirs.len() < version.parse::<usize>().unwrap() {
+                dirs.push(register(&coord, &version, 0.0).await);
+            }
+        }
+        let d = deployment(&coord).await;
+        let canaries: Vec<&str> = d
+            .versions
+            .iter()
+            .filter(|v| v.version != "1" && v.traffic_weight > 0 && !v.retiring)
+            .map(|v| v.version.as_str())
+            .collect();
+        assert!(canaries.len() <= 1, "canaries side by side: {canaries:?}");
+        if canaries == ["3"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = m.watch.snapshot();
+    let texts: Vec<&str> = s.events.iter().map(|e| e.text.as_str()).collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("not promoted within the cool-down")),
+        "{texts:?}"
+    );
+    drifted.abort();
     m.shutdown().await;
 }

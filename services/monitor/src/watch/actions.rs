@@ -29,7 +29,8 @@ struct Retrain {
     /// Versions registered before the hook ran.
     known: HashSet<String>,
     task: Option<JoinHandle<String>>,
-    canary: Option<String>,
+    /// The retrained version deployed as a canary, and when.
+    canary: Option<(String, Instant)>,
     done: bool,
 }
 
@@ -83,7 +84,8 @@ impl Actions {
         }
     }
 
-    /// Runs the hook for `model` unless one ran within the cool-down.
+    /// Runs the hook for `model` unless one ran within the cool-down or the last one is not
+    /// over (its hook runs, or its canary waits): one retrained canary at a time.
     async fn maybe_retrain(
         &mut self,
         deps: &Deps,
@@ -97,7 +99,7 @@ impl Actions {
         if self
             .retrains
             .get(model)
-            .is_some_and(|r| r.started.elapsed() < self.cooldown)
+            .is_some_and(|r| !r.done || r.started.elapsed() < self.cooldown)
         {
             return;
         }
@@ -132,7 +134,8 @@ impl Actions {
         );
     }
 
-    /// Deploys the retrained version as a canary, then promotes it when it has been good.
+    /// Deploys the retrained version as a canary, then promotes it when it has been good, or
+    /// rolls it back when it has not been within a cool-down.
     async fn follow_retrain(
         &mut self,
         deps: &Deps,
@@ -187,14 +190,14 @@ impl Actions {
                             ),
                             now_ms(),
                         );
-                        r.canary = Some(version);
+                        r.canary = Some((version, Instant::now()));
                     }
                     Err(e) => {
                         tracing::warn!(model = %d.model, %version, error = %e, "canary deploy failed")
                     }
                 }
             }
-            Some(canary) => {
+            Some((canary, since)) => {
                 let Some(h) = health.iter().find(|h| h.version == canary) else {
                     // Rolled back or removed by hand: this retrain is over.
                     r.done = true;
@@ -202,6 +205,10 @@ impl Actions {
                 };
                 if h.serving {
                     r.done = true;
+                    return;
+                }
+                if h.consecutive_good < self.canary_windows && since.elapsed() > self.cooldown {
+                    r.done = expire_canary(deps, d, &canary, health, book).await;
                     return;
                 }
                 if h.consecutive_good >= self.canary_windows {
@@ -228,6 +235,43 @@ impl Actions {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Rolls back a retrained canary that was not good for long enough within a cool-down (it
+/// drifts too, or gets too little traffic to judge), so that the next retrain does not add a
+/// canary beside it; true when done.
+async fn expire_canary(
+    deps: &Deps,
+    d: &DeploymentRecord,
+    canary: &str,
+    health: &[&VersionHealth],
+    book: &mut AlertBook,
+) -> bool {
+    let Some(serving) = health.iter().find(|h| h.serving) else {
+        return false;
+    };
+    let req = RollbackRequest {
+        model: d.model.clone(),
+        to_version: serving.version.clone(),
+    };
+    match deps.admin.rollback(Request::new(req)).await {
+        Ok(_) => {
+            book.action(
+                &d.model,
+                canary,
+                format!(
+                    "retrained canary not promoted within the cool-down: rolled back to {}",
+                    serving.version
+                ),
+                now_ms(),
+            );
+            true
+        }
+        Err(e) => {
+            tracing::warn!(model = %d.model, %canary, error = %e, "rolling back a stale canary failed");
+            false
         }
     }
 }
