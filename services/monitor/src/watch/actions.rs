@@ -84,6 +84,18 @@ impl Actions {
         }
     }
 
+    /// Forgets every retrain and kills the hooks still running (leadership was lost).
+    pub(crate) fn step_down(&mut self) {
+        for (model, r) in self.retrains.drain() {
+            if let Some(task) = r.task
+                && !task.is_finished()
+            {
+                tracing::info!(%model, "no longer the leader: stopping the retrain hook");
+                task.abort(); // the hook's process is killed with its future
+            }
+        }
+    }
+
     /// Runs the hook for `model` unless one ran within the cool-down or the last one is not
     /// over (its hook runs, or its canary waits): one retrained canary at a time.
     async fn maybe_retrain(
@@ -363,6 +375,53 @@ async fn run_hook(mut cmd: Command, timeout: Duration, model: &str, version: &st
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether process `pid` is gone (or a zombie waiting to be reaped).
+    fn gone(pid: &str) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+    }
+
+    #[tokio::test]
+    async fn stepping_down_kills_a_running_hook() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("echo $$ > {}; exec sleep 30", pidfile.display()))
+            .kill_on_drop(true);
+        let task = tokio::spawn(run_hook(cmd, Duration::from_secs(60), "m", "1"));
+        let mut actions = Actions::new(&WatchConfig::default());
+        actions.retrains.insert(
+            "m".into(),
+            Retrain {
+                started: Instant::now(),
+                known: HashSet::new(),
+                task: Some(task),
+                canary: None,
+                done: false,
+            },
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pid = loop {
+            if let Ok(pid) = std::fs::read_to_string(&pidfile)
+                && !pid.trim().is_empty()
+            {
+                break pid.trim().to_owned();
+            }
+            assert!(Instant::now() < deadline, "the hook never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert!(!gone(&pid));
+        actions.step_down();
+        assert!(actions.retrains.is_empty());
+        while !gone(&pid) {
+            assert!(Instant::now() < deadline, "hook {pid} still running");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 
     #[test]
     fn next_version_follows_the_largest_number() {

@@ -129,6 +129,9 @@ impl Loop {
             self.actions
                 .act(&self.deps, &deployments, &versions, &mut self.book)
                 .await;
+        } else {
+            // A former leader's retrains are the new leader's to start again: stop its hooks.
+            self.actions.step_down();
         }
         self.watch.publish(Snapshot {
             evaluated_unix_ms: now,
