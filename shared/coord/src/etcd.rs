@@ -159,9 +159,16 @@ impl EtcdCoordinator {
             .with_timeout(config.request_timeout)
             .with_connect_timeout(config.connect_timeout)
             .with_keep_alive(KEEP_ALIVE.0, KEEP_ALIVE.1)
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive_while_idle(true)
+            // A member cut off from its cluster's leader answers "no leader" instead of keeping
+            // watches open and silent: callers then relist, and see the outage.
+            .with_require_leader(true);
         if let Some((user, password)) = &config.credentials {
-            options = options.with_user(user.clone(), password.clone());
+            // etcd's auth tokens die with a restart of the member (simple tokens) or expire
+            // (JWT): log in again then, or every later request fails for good.
+            options = options
+                .with_user(user.clone(), password.clone())
+                .with_auto_token_refresh(true);
         }
         let client = match &config.tls {
             // Our own TLS connector: it re-reads the certificate files (etcd-client's does not).

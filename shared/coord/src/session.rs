@@ -5,6 +5,12 @@
 //! lease-bound keys whenever the lease id changes. If the store stays unreachable until the lease
 //! must have expired, or the store says it is gone, the session reports [`SessionState::Lost`] and
 //! keeps trying to grant a new lease, so a process survives a store outage and re-registers.
+//!
+//! Each keep-alive may take a third of the TTL; one that fails or stalls is retried soon, not a
+//! third of the TTL later. The lease counts as refreshed from when a keep-alive that succeeded
+//! was *sent* (the store may have expired it a round trip before the answer came back). A lease
+//! presumed lost is revoked on a best-effort basis, so that its keys do not outlive it when the
+//! store had in fact kept it (etcd extends every lease across a leader change).
 
 use std::time::Duration;
 
@@ -109,16 +115,29 @@ async fn run(coord: SharedCoordinator, ttl: Duration, tx: watch::Sender<SessionS
         tx.send_replace(SessionState::Alive(lease));
         tracing::debug!(lease = format!("{lease:x}"), "lease granted");
         let mut last_ok = Instant::now();
+        let mut pause = ttl / 3;
         loop {
-            tokio::time::sleep(ttl / 3).await;
-            match coord.keep_alive(lease).await {
-                Ok(()) => last_ok = Instant::now(),
+            tokio::time::sleep(pause).await;
+            let sent = Instant::now();
+            let refreshed = tokio::time::timeout(ttl / 3, coord.keep_alive(lease))
+                .await
+                .unwrap_or_else(|_| Err(CoordError::Unavailable("keep-alive timed out".into())));
+            match refreshed {
+                Ok(()) => {
+                    last_ok = sent;
+                    pause = ttl / 3;
+                }
                 Err(CoordError::LeaseExpired(_)) => break,
                 Err(e) if last_ok.elapsed() >= ttl => {
                     tracing::warn!(error = %e, "lease presumed expired");
+                    let revoke = coord.revoke_lease(lease);
+                    let _ = tokio::time::timeout(retry, revoke).await;
                     break;
                 }
-                Err(e) => tracing::warn!(error = %e, "keep-alive failed; retrying"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "keep-alive failed; retrying");
+                    pause = retry;
+                }
             }
         }
         tracing::warn!(
@@ -126,5 +145,94 @@ async fn run(coord: SharedCoordinator, ttl: Duration, tx: watch::Sender<SessionS
             "lease lost; granting a new one"
         );
         tx.send_replace(SessionState::Lost);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::types::{Listing, TxnOutcome, TxnRequest, WatchStream};
+    use crate::{Coordinator, KeyValue, MemoryCoordinator, Result};
+
+    /// The in-memory store, with keep-alives that hang while `stall` is set (a store that
+    /// stopped answering without closing the connection).
+    #[derive(Default)]
+    struct Stalling {
+        inner: MemoryCoordinator,
+        stall: AtomicBool,
+    }
+
+    #[async_trait]
+    impl Coordinator for Stalling {
+        async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+            self.inner.get(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Listing> {
+            self.inner.list(prefix).await
+        }
+        async fn put(&self, key: &str, value: Vec<u8>, lease: LeaseId) -> Result<i64> {
+            self.inner.put(key, value, lease).await
+        }
+        async fn delete(&self, key: &str) -> Result<bool> {
+            self.inner.delete(key).await
+        }
+        async fn delete_prefix(&self, prefix: &str) -> Result<u64> {
+            self.inner.delete_prefix(prefix).await
+        }
+        async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {
+            self.inner.grant_lease(ttl).await
+        }
+        async fn keep_alive(&self, lease: LeaseId) -> Result<()> {
+            if self.stall.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+            self.inner.keep_alive(lease).await
+        }
+        async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
+            self.inner.revoke_lease(lease).await
+        }
+        async fn watch_prefix(&self, prefix: &str, from_revision: i64) -> Result<WatchStream> {
+            self.inner.watch_prefix(prefix, from_revision).await
+        }
+        async fn txn(&self, txn: TxnRequest) -> Result<TxnOutcome> {
+            self.inner.txn(txn).await
+        }
+        fn kind(&self) -> &'static str {
+            "stalling"
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_keep_alive_loses_the_lease_within_its_ttl_and_revokes_it() {
+        let ttl = Duration::from_secs(3);
+        let store = Arc::new(Stalling::default());
+        let session = LeaseSession::start(store.clone(), ttl);
+        let lease = session.wait_alive().await;
+        store.stall.store(true, Ordering::SeqCst);
+        let stalled = Instant::now();
+        // Granting still works, so the session goes Lost and at once Alive on a new lease.
+        let mut state = session.subscribe();
+        tokio::time::timeout(
+            ttl * 3,
+            state.wait_for(|s| s.lease().is_some_and(|l| l != lease)),
+        )
+        .await
+        .expect("a hung keep-alive must not keep the session on its lease")
+        .unwrap();
+        assert!(
+            stalled.elapsed() <= ttl + ttl / 3,
+            "{:?}",
+            stalled.elapsed()
+        );
+        // The old lease is revoked: its keys do not outlive the session's view of it.
+        assert!(matches!(
+            store.inner.keep_alive(lease).await,
+            Err(CoordError::LeaseExpired(_))
+        ));
     }
 }

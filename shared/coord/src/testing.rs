@@ -10,6 +10,8 @@ use crate::{EtcdConfig, EtcdCoordinator, EtcdTls};
 /// A running etcd server owned by a test.
 pub struct EtcdServer {
     child: Child,
+    /// How it was started, to start it again on the same data ([`Self::restart`]).
+    command: Vec<std::ffi::OsString>,
     /// Client URL, `http://127.0.0.1:{port}` (`https://` with TLS).
     pub endpoint: String,
     /// The client TLS files its readiness probe and [`Self::connect`] use.
@@ -35,16 +37,25 @@ fn free_port() -> u16 {
 impl EtcdServer {
     /// Starts etcd and waits (up to 20 s) until it answers.
     pub async fn start() -> Self {
-        Self::start_with(None, None).await
+        Self::start_with(None, None, &[]).await
+    }
+
+    /// Starts etcd with extra command-line flags (e.g. `--auth-token-ttl 1`).
+    pub async fn start_with_flags(flags: &[&str]) -> Self {
+        Self::start_with(None, None, flags).await
     }
 
     /// Starts etcd serving TLS and requiring client certificates from `server.ca`; `client`
     /// (files of a certificate it accepts) probes readiness and serves [`Self::connect`].
     pub async fn start_tls(server: &EtcdServerTls, client: EtcdTls) -> Self {
-        Self::start_with(Some(server), Some(client)).await
+        Self::start_with(Some(server), Some(client), &[]).await
     }
 
-    async fn start_with(server_tls: Option<&EtcdServerTls>, tls: Option<EtcdTls>) -> Self {
+    async fn start_with(
+        server_tls: Option<&EtcdServerTls>,
+        tls: Option<EtcdTls>,
+        flags: &[&str],
+    ) -> Self {
         let bin = std::env::var("KILN_ETCD_BIN").unwrap_or_else(|_| "etcd".into());
         let dir = tempfile::tempdir().expect("temp dir");
         let (client, peer) = (free_port(), free_port());
@@ -66,7 +77,7 @@ impl EtcdServer {
                 .arg(&t.ca)
                 .arg("--client-cert-auth");
         }
-        let child = command
+        command
             .args(["--name", "kiln-test", "--data-dir"])
             .arg(dir.path().join("data"))
             .args(["--listen-client-urls", &endpoint])
@@ -75,12 +86,15 @@ impl EtcdServer {
             .args(["--initial-advertise-peer-urls", &peer_url])
             .args(["--initial-cluster", &format!("kiln-test={peer_url}")])
             .args(["--log-level", "error"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start `{bin}` (install etcd-server): {e}"));
+            .args(flags);
+        let argv: Vec<std::ffi::OsString> = std::iter::once(command.get_program())
+            .chain(command.get_args())
+            .map(ToOwned::to_owned)
+            .collect();
+        let child = spawn(&argv);
         let server = Self {
             child,
+            command: argv,
             endpoint,
             tls,
             _dir: dir,
@@ -116,6 +130,33 @@ impl EtcdServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Kills the server and starts it again on the same data and ports (what it held only in
+    /// memory, such as its auth tokens, is gone); returns once its client port accepts.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.child = spawn(&self.command);
+        let addr = self
+            .endpoint
+            .rsplit_once("://")
+            .map_or(self.endpoint.as_str(), |(_, a)| a)
+            .to_owned();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(&addr).await.is_err() {
+            assert!(Instant::now() < deadline, "etcd did not restart in 20 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Starts `argv` (the program, then its arguments) with no output.
+fn spawn(argv: &[std::ffi::OsString]) -> Child {
+    Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start `{:?}` (install etcd-server): {e}", argv[0]))
 }
 
 impl Drop for EtcdServer {
