@@ -122,6 +122,13 @@ pub(super) async fn rollback(
     }
     let written = update(coord, &req.model, |current| {
         let mut d = current.ok_or_else(|| not_deployed(&req.model))?;
+        // The target was read before this edit: a promote or rollback in between changed it.
+        if req.to_version.is_empty() && d.previous_version != target {
+            return Err(Error::Conflict(format!(
+                "{} changed while rolling back (previous version now {:?}); check `kiln status` and run it again",
+                req.model, d.previous_version
+            )));
+        }
         if !d.versions.iter().any(|v| v.version == target) {
             d.versions.push(DeploymentVersion {
                 version: target.clone(),
