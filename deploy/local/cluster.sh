@@ -31,10 +31,13 @@ names=()
 pids=()
 
 stop_all() {
-  trap - EXIT INT TERM
+  trap - EXIT
+  # A second Ctrl-C while stopping kills what is left at once (services run in their own
+  # process groups, so it would otherwise end this script and leave them running).
+  trap 'echo "cluster: killing the rest"; kill -KILL "${pids[@]}" 2>/dev/null; exit 130' INT TERM
   [ ${#pids[@]} -gt 0 ] || return 0
   echo
-  echo "cluster: stopping"
+  echo "cluster: stopping (Ctrl-C again to kill everything now)"
   # Reverse start order: gateway, workers, monitor, etcd; each drains before the next stops.
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
     if kill -TERM "${pids[$i]}" 2>/dev/null; then
@@ -78,9 +81,11 @@ await etcd curl -sf "$etcd_url/health"
 
 export KILN_ETCD=$etcd_url
 start monitor "$bin/kiln-monitor" --package-root "$root/models"
+# Stopping the whole cluster, a worker's replicas have nowhere to move: no drain wait
+# (`--drain-timeout-secs 0`; a rolling restart keeps the default 30 s, OPERATIONS.md §4).
 for i in 1 2; do
   start "worker-$i" "$bin/kiln-worker" --id "worker-$i" --package-root "$root/models" \
-    --grpc-addr "127.0.0.1:900$i" --http-addr "127.0.0.1:910$i"
+    --grpc-addr "127.0.0.1:900$i" --http-addr "127.0.0.1:910$i" --drain-timeout-secs 0
 done
 start gateway "$bin/kiln-gateway"
 await monitor curl -sf http://127.0.0.1:8102/readyz

@@ -7,7 +7,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
+# Rust comes from rustup (Debian's cargo is older than the 1.95 this workspace needs).
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo not found: install Rust with rustup (https://rustup.rs), then run this again" >&2
+  exit 1
+fi
+
 pkgs=()
+command -v curl >/dev/null || pkgs+=(curl)
+python3 -c 'import venv, ensurepip' 2>/dev/null || pkgs+=(python3-venv)
 command -v etcd >/dev/null || pkgs+=(etcd-server)
 command -v protoc >/dev/null || pkgs+=(protobuf-compiler)
 [ -e /usr/include/google/protobuf/timestamp.proto ] || pkgs+=(libprotobuf-dev)

@@ -58,7 +58,8 @@ pub fn progress(len: u64, what: &str, unit: &str) -> ProgressBar {
 }
 
 /// Polls ListReplicas until `want` replicas of `model/version` are READY, with a progress bar on
-/// a terminal. Fails at once when a replica FAILED (its reason is the message), or after `within`.
+/// a terminal. Fails when a replica FAILED and nothing loads any more
+/// ([`crate::wait::Failures`]; its reason is the message), or after `within`.
 pub async fn wait_ready(
     admin: &mut Admin,
     model: &str,
@@ -68,6 +69,7 @@ pub async fn wait_ready(
 ) -> anyhow::Result<Vec<ReplicaRecord>> {
     let bar = progress(want as u64, &format!("{model}/{version}"), "ready");
     let deadline = tokio::time::Instant::now() + within;
+    let mut failures = crate::wait::Failures::default();
     let result = loop {
         let replicas = admin
             .list_replicas(ListReplicasRequest {
@@ -94,10 +96,7 @@ pub async fn wait_ready(
         } else {
             String::new()
         });
-        if let Some(failed) = replicas
-            .iter()
-            .find(|r| r.state == ReplicaState::Failed as i32)
-        {
+        if let Some(failed) = failures.judge(&replicas, tokio::time::Instant::now()) {
             break Err(anyhow::anyhow!(
                 "replica of {model}/{version} on {} is {}: {}",
                 failed.worker_id,

@@ -19,11 +19,46 @@ pub struct Unreachable {
     pub source: tonic::transport::Error,
 }
 
-/// The fix to try when the monitor cannot be reached at `url`.
-pub fn unreachable_message(url: &str) -> String {
+/// The fix to try when the monitor cannot be reached at `url`, after what the transport said
+/// (`why`: a refused connection, a TLS handshake or a name that did not resolve read alike
+/// otherwise).
+pub fn unreachable_message(url: &str, why: &str) -> String {
+    let why = if why.is_empty() {
+        String::new()
+    } else {
+        format!(" ({why})")
+    };
     format!(
-        "cannot reach the monitor at {url}: start a cluster with `kiln up` or point --admin / \
+        "cannot reach the monitor at {url}{why}: start a cluster with `kiln up` or point --admin / \
          KILN_ADMIN at a monitor"
+    )
+}
+
+/// `first` and the sources from `next` on as one line, repeats left out (transport errors nest
+/// the same text).
+fn chain(first: String, mut next: Option<&dyn std::error::Error>) -> String {
+    let mut parts: Vec<String> = vec![first];
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.retain(|p| !p.is_empty());
+    parts.join(": ")
+}
+
+/// What a transport error says, with its causes.
+fn transport_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    chain(e.to_string(), e.source())
+}
+
+/// What a client-side status says, with its causes (not tonic's debug rendering of it).
+fn status_chain(status: &tonic::Status) -> String {
+    chain(
+        status.message().to_owned(),
+        std::error::Error::source(status),
     )
 }
 
@@ -48,7 +83,9 @@ fn client_side(status: &tonic::Status) -> bool {
 pub fn status_message(status: &tonic::Status, url: &str) -> String {
     let msg = status.message();
     match status.code() {
-        Code::Unavailable if client_side(status) || msg.is_empty() => unreachable_message(url),
+        Code::Unavailable if client_side(status) || msg.is_empty() => {
+            unreachable_message(url, &status_chain(status))
+        }
         Code::Unavailable => {
             format!("the monitor at {url} cannot serve this now: {msg} (is its etcd up? try again)")
         }
@@ -91,15 +128,15 @@ pub fn explain(err: &anyhow::Error, admin: Option<&str>) -> String {
     let mut parts = Vec::new();
     for cause in err.chain() {
         if let Some(u) = cause.downcast_ref::<Unreachable>() {
-            parts.push(unreachable_message(&u.url));
+            parts.push(unreachable_message(&u.url, &transport_chain(&u.source)));
             break;
         }
         if let Some(status) = cause.downcast_ref::<tonic::Status>() {
             parts.push(status_message(status, &url));
             break;
         }
-        if cause.downcast_ref::<tonic::transport::Error>().is_some() {
-            parts.push(unreachable_message(&url));
+        if let Some(transport) = cause.downcast_ref::<tonic::transport::Error>() {
+            parts.push(unreachable_message(&url, &transport_chain(transport)));
             break;
         }
         parts.push(cause.to_string());
@@ -135,6 +172,31 @@ mod tests {
         assert_eq!(m, "doing it: replicas must be 1-64");
         let m = explained(tonic::Status::unimplemented("DrainWorker arrives later"));
         assert!(m.contains("does not implement"), "{m}");
+    }
+
+    #[tokio::test]
+    async fn what_the_transport_said_stays_in_the_message() {
+        // A refused port, a TLS handshake and a name that does not resolve must not all read
+        // the same: the cause is kept in front of the usual advice.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port(); // bound, then closed: nothing listens there
+        let url = format!("http://127.0.0.1:{port}");
+        let source = tonic::transport::Endpoint::from_shared(url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap_err();
+        let err = anyhow::Error::new(Unreachable {
+            url: url.clone(),
+            source,
+        });
+        let m = explain(&err, Some(&url));
+        assert!(m.contains("cannot reach the monitor at"), "{m}");
+        assert!(m.to_lowercase().contains("connection refused"), "{m}");
+        assert!(m.contains("start a cluster with `kiln up`"), "{m}");
     }
 
     #[test]

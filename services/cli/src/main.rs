@@ -13,7 +13,8 @@ fn main() -> ExitCode {
         // SAFETY: no other thread exists yet (the runtime is built below).
         unsafe { std::env::set_var("RUST_LOG", "warn") };
     }
-    kiln_telemetry::init_tracing();
+    // Logs go to stderr: stdout carries the command's answer (`--output json`).
+    kiln_telemetry::logs::init_to_stderr();
     let runtime = match kiln_worker::priority::runtime(cli.command.intake_nice()) {
         Ok(rt) => rt,
         Err(e) => {

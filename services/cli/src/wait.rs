@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use kiln_proto::kiln::v1::{
-    DeploymentRecord, ListDeploymentsRequest, ListReplicasRequest, ReplicaState,
+    DeploymentRecord, ListDeploymentsRequest, ListReplicasRequest, ReplicaRecord, ReplicaState,
 };
 
 use crate::admin::{Admin, progress};
@@ -15,6 +15,41 @@ use crate::commands::status::ready_count;
 
 /// How often the waits poll.
 const POLL: Duration = Duration::from_millis(200);
+
+/// How long a FAILED replica may stand with nothing loading before a wait gives up on it: the
+/// controller tries a load that failed once on each other fitting worker (LOADING again there),
+/// and one worker's failure (a missing mount, no memory) is not the deployment's.
+pub const FAILED_GRACE: Duration = Duration::from_secs(5);
+
+/// Decides when the FAILED replicas a wait sees end it (see [`FAILED_GRACE`]).
+#[derive(Debug, Default)]
+pub struct Failures {
+    since: Option<tokio::time::Instant>,
+}
+
+impl Failures {
+    /// Looks at one poll's records: the FAILED one that ends the wait, once one has stood for
+    /// [`FAILED_GRACE`] while none of `replicas` was LOADING.
+    pub fn judge<'r>(
+        &mut self,
+        replicas: impl IntoIterator<Item = &'r ReplicaRecord>,
+        now: tokio::time::Instant,
+    ) -> Option<&'r ReplicaRecord> {
+        let (mut failed, mut loading) = (None, false);
+        for r in replicas {
+            if r.state == ReplicaState::Failed as i32 {
+                failed = failed.or(Some(r));
+            }
+            loading |= r.state == ReplicaState::Loading as i32;
+        }
+        if failed.is_none() || loading {
+            self.since = None;
+            return None;
+        }
+        let since = *self.since.get_or_insert(now);
+        failed.filter(|_| now.duration_since(since) >= FAILED_GRACE)
+    }
+}
 
 /// What a deployment still lacks before it is settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,8 +86,8 @@ impl Settling {
 
 /// Polls ListDeployments and ListReplicas until the deployment of `model` has no retiring
 /// versions and all its versions with weight > 0 have their replicas READY; returns the record
-/// then. Fails at once when the deployment disappears or a replica of a version with traffic
-/// FAILED, and after `within`.
+/// then. Fails at once when the deployment disappears, when a replica of a version with traffic
+/// FAILED and nothing loads any more ([`Failures`]), and after `within`.
 pub async fn wait_settled(
     admin: &mut Admin,
     model: &str,
@@ -60,6 +95,7 @@ pub async fn wait_settled(
 ) -> anyhow::Result<DeploymentRecord> {
     let bar = progress(0, model, "ready");
     let deadline = tokio::time::Instant::now() + within;
+    let mut failures = Failures::default();
     let result = loop {
         let deployment = admin
             .list_deployments(ListDeploymentsRequest {
@@ -96,10 +132,8 @@ pub async fn wait_settled(
                 .iter()
                 .any(|v| v.version == version && v.traffic_weight > 0 && !v.retiring)
         };
-        if let Some(failed) = replicas
-            .iter()
-            .find(|r| r.state == ReplicaState::Failed as i32 && serving(&r.version))
-        {
+        let of_serving = replicas.iter().filter(|r| serving(&r.version));
+        if let Some(failed) = failures.judge(of_serving, tokio::time::Instant::now()) {
             break Err(anyhow::anyhow!(
                 "replica of {model}/{} on {} FAILED: {}",
                 failed.version,

@@ -240,6 +240,30 @@ async fn status_shows_workers_and_deployments_and_split_sets_weights() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_replica_does_not_end_the_wait_while_another_loads() {
+    // w2's load failed (no room, a missing mount): the controller tries w1, so deploy waits on.
+    let f = Fixture::start().await;
+    f.replica("2", "w2", ReplicaState::Failed, "not enough memory")
+        .await;
+    f.replica("2", "w1", ReplicaState::Loading, "").await;
+    let mut args = deploy_args("2", 1);
+    args.no_wait = false;
+    let waiting = tokio::spawn({
+        let mut admin = f.admin().await;
+        async move { deploy::run(&mut admin, args).await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!waiting.is_finished(), "{:?}", waiting.await);
+    f.replica("2", "w1", ReplicaState::Ready, "").await;
+    tokio::time::timeout(WITHIN, waiting)
+        .await
+        .expect("deploy returns once w1 is ready")
+        .unwrap()
+        .unwrap();
+    f.monitor.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_waits_for_ready_and_fails_fast_on_a_failed_replica() {
     let f = Fixture::start().await;
     let mut admin = f.admin().await;

@@ -1,14 +1,15 @@
 //! The process's log output and Triton's logging extension: the `LogSettings` RPC reads and
 //! changes what a running service logs, without a restart.
 //!
-//! [`init`] installs one `tracing` subscriber writing to stdout, filtered by `RUST_LOG` (default
-//! `info`, the *base* filter) and by the settings, which start as Triton's defaults:
+//! [`init`] installs one `tracing` subscriber writing to stdout ([`init_to_stderr`]: stderr),
+//! filtered by `RUST_LOG` (default `info`, the *base* filter) and by the settings, which start
+//! as Triton's defaults:
 //!
 //! | setting | type | meaning |
 //! |---|---|---|
 //! | `log_info`, `log_warning`, `log_error` | bool | whether events of that level are written |
 //! | `log_verbose_level` | uint32 | 0: the base filter; 1: Kiln's own `debug` events too; 2 and up: Kiln's `trace` and every crate's `debug`, instead of the base filter |
-//! | `log_file` | string | always `""` (standard output; a process manager collects it): another value is refused |
+//! | `log_file` | string | always `""` (the process's output; a process manager collects it): another value is refused |
 //! | `log_format` | string | always `"default"`: another value is refused |
 //!
 //! A key sent without a value goes back to its default.
@@ -112,14 +113,28 @@ fn level_on(level: &Level) -> bool {
     }
 }
 
-/// Installs the global subscriber (idempotent: later calls, and calls after another subscriber
-/// was installed, change nothing).
+/// Installs the global subscriber, writing to standard output (idempotent: later calls, and
+/// calls after another subscriber was installed, change nothing).
 pub fn init() {
+    init_with(std::io::stdout);
+}
+
+/// [`init`], writing to standard error: for commands whose standard output is their answer
+/// (the `kiln` CLI's `--output json`).
+pub fn init_to_stderr() {
+    init_with(std::io::stderr);
+}
+
+fn init_with<W>(writer: W)
+where
+    W: for<'w> fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let base = base_filter();
     let (filter, handle) = reload::Layer::new(EnvFilter::new(&base));
     let switches = filter_fn(|meta| level_on(meta.level()));
     let layer = fmt::layer()
         .with_target(false)
+        .with_writer(writer)
         .with_filter(filter.and(switches));
     if tracing_subscriber::registry()
         .with(layer)
@@ -211,7 +226,7 @@ fn merged(
                         return Err(SettingError {
                             key: key.clone(),
                             why: format!(
-                                "Kiln writes its logs to standard output in one format: only {fixed:?} is accepted"
+                                "Kiln writes its logs to the process's output in one format: only {fixed:?} is accepted"
                             ),
                         });
                     }
@@ -334,7 +349,7 @@ mod tests {
         assert!(refused(&[("log_colour", Choice::BoolParam(true))]).contains("unknown"));
         assert!(
             refused(&[("log_file", Choice::StringParam("/tmp/x".into()))])
-                .contains("standard output")
+                .contains("the process's output")
         );
         assert!(
             refused(&[("log_format", Choice::StringParam("ISO8601".into()))])

@@ -10,7 +10,7 @@ use kiln_proto::kiln::v1::{
 
 use crate::admin::{Admin, wait_ready};
 use crate::args::{DeployArgs, OutputFormat, RegisterArgs, ScaleArgs, UndeployArgs};
-use crate::output::emit_json;
+use crate::output::{self, emit_json};
 
 /// Registers the package in `dir` (made absolute here: the monitor resolves paths itself).
 pub async fn register(
@@ -66,7 +66,8 @@ pub fn request(args: &DeployArgs) -> DeployRequest {
 }
 
 /// Runs `kiln deploy`: registers `--package` first, deploys, and (unless `--no-wait`) waits
-/// until the version's READY replicas reach the desired count, failing fast on a FAILED one.
+/// until the version's READY replicas reach the desired count, failing on a FAILED one once
+/// nothing loads any more.
 /// Progress lines go to stderr with `--output json`, so stdout is the deployment record only.
 pub async fn run(admin: &mut Admin, args: DeployArgs) -> anyhow::Result<()> {
     let json = args.output == OutputFormat::Json;
@@ -74,7 +75,8 @@ pub async fn run(admin: &mut Admin, args: DeployArgs) -> anyhow::Result<()> {
         if json {
             eprintln!("{line}");
         } else {
-            println!("{line}");
+            // A closed pipe (`| head -1`) is not an error of the deploy.
+            let _ = output::emit(&format!("{line}\n"));
         }
     };
     if let Some(dir) = &args.package {
@@ -146,13 +148,13 @@ pub async fn undeploy(admin: &mut Admin, args: UndeployArgs) -> anyhow::Result<(
     match left {
         Some(d) => {
             let versions: Vec<&str> = d.versions.iter().map(|v| v.version.as_str()).collect();
-            println!(
-                "undeployed; {} keeps version(s) {}",
+            output::emit(&format!(
+                "undeployed; {} keeps version(s) {}\n",
                 d.model,
                 versions.join(", ")
-            );
+            ))?;
         }
-        None => println!("undeployed {}", args.model),
+        None => output::emit(&format!("undeployed {}\n", args.model))?,
     }
     Ok(())
 }
@@ -167,9 +169,8 @@ pub async fn scale(admin: &mut Admin, args: ScaleArgs) -> anyhow::Result<()> {
         })
         .await
         .with_context(|| format!("scaling {}/{}", args.model, args.version))?;
-    println!(
-        "{}/{} scaled to {} replicas",
+    output::emit(&format!(
+        "{}/{} scaled to {} replicas (not waiting: `kiln status` shows them come up)\n",
         args.model, args.version, args.replicas
-    );
-    Ok(())
+    ))
 }
