@@ -151,69 +151,18 @@ async fn run(coord: SharedCoordinator, ttl: Duration, tx: watch::Sender<SessionS
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    use async_trait::async_trait;
 
     use super::*;
-    use crate::types::{Listing, TxnOutcome, TxnRequest, WatchStream};
-    use crate::{Coordinator, KeyValue, MemoryCoordinator, Result};
-
-    /// The in-memory store, with keep-alives that hang while `stall` is set (a store that
-    /// stopped answering without closing the connection).
-    #[derive(Default)]
-    struct Stalling {
-        inner: MemoryCoordinator,
-        stall: AtomicBool,
-    }
-
-    #[async_trait]
-    impl Coordinator for Stalling {
-        async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-            self.inner.get(key).await
-        }
-        async fn list(&self, prefix: &str) -> Result<Listing> {
-            self.inner.list(prefix).await
-        }
-        async fn put(&self, key: &str, value: Vec<u8>, lease: LeaseId) -> Result<i64> {
-            self.inner.put(key, value, lease).await
-        }
-        async fn delete(&self, key: &str) -> Result<bool> {
-            self.inner.delete(key).await
-        }
-        async fn delete_prefix(&self, prefix: &str) -> Result<u64> {
-            self.inner.delete_prefix(prefix).await
-        }
-        async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {
-            self.inner.grant_lease(ttl).await
-        }
-        async fn keep_alive(&self, lease: LeaseId) -> Result<()> {
-            if self.stall.load(Ordering::SeqCst) {
-                std::future::pending::<()>().await;
-            }
-            self.inner.keep_alive(lease).await
-        }
-        async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
-            self.inner.revoke_lease(lease).await
-        }
-        async fn watch_prefix(&self, prefix: &str, from_revision: i64) -> Result<WatchStream> {
-            self.inner.watch_prefix(prefix, from_revision).await
-        }
-        async fn txn(&self, txn: TxnRequest) -> Result<TxnOutcome> {
-            self.inner.txn(txn).await
-        }
-        fn kind(&self) -> &'static str {
-            "stalling"
-        }
-    }
+    use crate::Coordinator;
+    use crate::testing::Faulty;
 
     #[tokio::test(start_paused = true)]
     async fn a_stalled_keep_alive_loses_the_lease_within_its_ttl_and_revokes_it() {
         let ttl = Duration::from_secs(3);
-        let store = Arc::new(Stalling::default());
+        let store = Arc::new(Faulty::default());
         let session = LeaseSession::start(store.clone(), ttl);
         let lease = session.wait_alive().await;
-        store.stall.store(true, Ordering::SeqCst);
+        store.stall_keep_alives(true);
         let stalled = Instant::now();
         // Granting still works, so the session goes Lost and at once Alive on a new lease.
         let mut state = session.subscribe();

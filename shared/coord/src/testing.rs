@@ -1,11 +1,118 @@
 //! Test harness: a real single-node `etcd` (from PATH, or `KILN_ETCD_BIN`) on free loopback
-//! ports in a temporary directory, killed when dropped.
+//! ports in a temporary directory, killed when dropped ([`EtcdServer`]); and the in-memory store
+//! with faults a test switches on and off ([`Faulty`]).
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::{EtcdConfig, EtcdCoordinator, EtcdTls};
+use async_trait::async_trait;
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use crate::{
+    CoordError, Coordinator, EtcdConfig, EtcdCoordinator, EtcdTls, KeyValue, LeaseId, Listing,
+    MemoryCoordinator, Result, TxnOutcome, TxnRequest, WatchStream,
+};
+
+/// The in-memory store with faults a test switches on and off:
+/// - [`Faulty::cut`]: listings and watches fail and open watches end with an error, as when the
+///   store is unreachable. Writes go through: they stand for other processes that still reach
+///   it.
+/// - [`Faulty::stall_keep_alives`]: keep-alives hang, as with a store that stopped answering
+///   without closing the connection.
+pub struct Faulty {
+    /// The store behind the faults (reach it directly to see what really holds).
+    pub inner: MemoryCoordinator,
+    cut: watch::Sender<bool>,
+    stall: AtomicBool,
+}
+
+impl Default for Faulty {
+    fn default() -> Self {
+        Self {
+            inner: MemoryCoordinator::new(),
+            cut: watch::channel(false).0,
+            stall: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Faulty {
+    /// Cuts the store off (`true`) or reconnects it.
+    pub fn cut(&self, on: bool) {
+        self.cut.send_replace(on);
+    }
+
+    /// Makes keep-alives hang (`true`) or answer again.
+    pub fn stall_keep_alives(&self, on: bool) {
+        self.stall.store(on, Ordering::SeqCst);
+    }
+
+    fn unavailable() -> CoordError {
+        CoordError::Unavailable("cut by the test".into())
+    }
+
+    fn is_cut(&self) -> bool {
+        *self.cut.borrow()
+    }
+}
+
+#[async_trait]
+impl Coordinator for Faulty {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Listing> {
+        if self.is_cut() {
+            return Err(Self::unavailable());
+        }
+        self.inner.list(prefix).await
+    }
+    async fn put(&self, key: &str, value: Vec<u8>, lease: LeaseId) -> Result<i64> {
+        self.inner.put(key, value, lease).await
+    }
+    async fn delete(&self, key: &str) -> Result<bool> {
+        self.inner.delete(key).await
+    }
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64> {
+        self.inner.delete_prefix(prefix).await
+    }
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {
+        self.inner.grant_lease(ttl).await
+    }
+    async fn keep_alive(&self, lease: LeaseId) -> Result<()> {
+        if self.stall.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        self.inner.keep_alive(lease).await
+    }
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
+        self.inner.revoke_lease(lease).await
+    }
+    async fn watch_prefix(&self, prefix: &str, from_revision: i64) -> Result<WatchStream> {
+        if self.is_cut() {
+            return Err(Self::unavailable());
+        }
+        let mut cut = self.cut.subscribe();
+        let stream = self
+            .inner
+            .watch_prefix(prefix, from_revision)
+            .await?
+            .take_until(async move {
+                let _ = cut.wait_for(|c| *c).await;
+            })
+            .chain(futures::stream::once(async { Err(Faulty::unavailable()) }));
+        Ok(Box::pin(stream))
+    }
+    async fn txn(&self, txn: TxnRequest) -> Result<TxnOutcome> {
+        self.inner.txn(txn).await
+    }
+    fn kind(&self) -> &'static str {
+        "faulty"
+    }
+}
 
 /// A running etcd server owned by a test.
 pub struct EtcdServer {

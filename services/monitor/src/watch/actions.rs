@@ -264,28 +264,11 @@ async fn expire_canary(
     let Some(serving) = health.iter().find(|h| h.serving) else {
         return false;
     };
-    let req = RollbackRequest {
-        model: d.model.clone(),
-        to_version: serving.version.clone(),
-    };
-    match deps.admin.rollback(Request::new(req)).await {
-        Ok(_) => {
-            book.action(
-                &d.model,
-                canary,
-                format!(
-                    "retrained canary not promoted within the cool-down: rolled back to {}",
-                    serving.version
-                ),
-                now_ms(),
-            );
-            true
-        }
-        Err(e) => {
-            tracing::warn!(model = %d.model, %canary, error = %e, "rolling back a stale canary failed");
-            false
-        }
-    }
+    let why = format!(
+        "retrained canary not promoted within the cool-down: rolled back to {}",
+        serving.version
+    );
+    roll_back(deps, &d.model, &serving.version, canary, why, book).await
 }
 
 /// Rolls back every canary of `d` (less traffic than `serving`) whose window breached the
@@ -303,28 +286,37 @@ async fn rollback_canaries(
     else {
         return false;
     };
+    let why = format!(
+        "canary rolled back to {}: p99 {:.2} ms, error rate {:.2} % over {} requests",
+        serving.version,
+        bad.slo.p99_ms,
+        bad.slo.error_rate * 100.0,
+        bad.slo.requests
+    );
+    roll_back(deps, &d.model, &serving.version, &bad.version, why, book).await
+}
+
+/// Switches `model` back to `to_version` and records `why` as an action on `canary`; true when
+/// done (a failure is logged).
+async fn roll_back(
+    deps: &Deps,
+    model: &str,
+    to_version: &str,
+    canary: &str,
+    why: String,
+    book: &mut AlertBook,
+) -> bool {
     let req = RollbackRequest {
-        model: d.model.clone(),
-        to_version: serving.version.clone(),
+        model: model.to_owned(),
+        to_version: to_version.to_owned(),
     };
     match deps.admin.rollback(Request::new(req)).await {
         Ok(_) => {
-            book.action(
-                &d.model,
-                &bad.version,
-                format!(
-                    "canary rolled back to {}: p99 {:.2} ms, error rate {:.2} % over {} requests",
-                    serving.version,
-                    bad.slo.p99_ms,
-                    bad.slo.error_rate * 100.0,
-                    bad.slo.requests
-                ),
-                now_ms(),
-            );
+            book.action(model, canary, why, now_ms());
             true
         }
         Err(e) => {
-            tracing::warn!(model = %d.model, version = %bad.version, error = %e, "canary rollback failed");
+            tracing::warn!(%model, %canary, error = %e, "canary rollback failed");
             false
         }
     }
