@@ -97,6 +97,16 @@ pub struct Mark {
 }
 
 impl Mark {
+    /// The CPU used from this mark to `end`, for `requests` requests.
+    pub fn to(&self, end: &Mark, requests: u64) -> ClientCpu {
+        ClientCpu::of(
+            end.cpu.saturating_sub(self.cpu),
+            end.at.saturating_duration_since(self.at),
+            allowed_cpus(),
+            requests,
+        )
+    }
+
     /// Now; `None` where CPU time cannot be read.
     pub fn now() -> Option<Self> {
         Some(Self {
@@ -104,27 +114,46 @@ impl Mark {
             at: Instant::now(),
         })
     }
-
-    /// The CPU used from this mark until now, for `requests` requests.
-    pub fn until_now(&self, requests: u64) -> Option<ClientCpu> {
-        let end = Self::now()?;
-        Some(ClientCpu::of(
-            end.cpu.saturating_sub(self.cpu),
-            end.at.saturating_duration_since(self.at),
-            allowed_cpus(),
-            requests,
-        ))
-    }
 }
 
-/// Runs `load` (which measures from `warmup` on) and marks the CPU time at the end of the
-/// warm-up; returns `load`'s output and the mark (`None` where CPU time cannot be read).
-pub async fn around<T>(warmup: Duration, load: impl Future<Output = T>) -> (T, Option<Mark>) {
-    let mark = async {
+/// Runs `load` (which measures from `warmup` on, for `limit` if it is time-limited) and reads
+/// the CPU it used over its measured window: from the end of the warm-up to the end of the
+/// window, or to the end of `load` if that comes first (a request-limited or interrupted run).
+/// Not until later: the wait for answers still out at the end, or the reads after it, would
+/// spread the same work over a longer time. Returns `load`'s output and the figure (`None`
+/// where CPU time cannot be read), for `requests` of the output.
+pub async fn around<T>(
+    warmup: Duration,
+    limit: Option<Duration>,
+    load: impl Future<Output = T>,
+    requests: impl FnOnce(&T) -> u64,
+) -> (T, Option<ClientCpu>) {
+    let start = async {
         tokio::time::sleep(warmup).await;
         Mark::now()
     };
-    tokio::join!(load, mark)
+    let window_end = async {
+        match limit {
+            Some(limit) => {
+                tokio::time::sleep(warmup + limit).await;
+                Mark::now()
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let run = async {
+        tokio::pin!(load, window_end);
+        tokio::select! {
+            biased;
+            out = &mut load => (out, Mark::now()),
+            end = &mut window_end => (load.await, end),
+        }
+    };
+    let (start, (out, end)) = tokio::join!(start, run);
+    let cpu = start
+        .zip(end)
+        .map(|(start, end)| start.to(&end, requests(&out)));
+    (out, cpu)
 }
 
 #[cfg(test)]
@@ -146,6 +175,31 @@ mod tests {
     }
 
     #[cfg(unix)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_share_busy_is_over_the_window_not_the_wait_after_it() {
+        // 300 ms of spinning fill a 300 ms window; the 1.2 s of waiting for a late answer after
+        // it must not spread that work over 1.5 s.
+        let load = async {
+            tokio::task::spawn_blocking(|| {
+                let until = Instant::now() + Duration::from_millis(300);
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+            })
+            .await
+            .unwrap();
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            7u64
+        };
+        let window = Some(Duration::from_millis(300));
+        let (n, cpu) = around(Duration::ZERO, window, load, |n| *n).await;
+        let cpu = cpu.expect("getrusage works on unix");
+        assert_eq!(n, 7);
+        let one_cpu_busy = cpu.utilization * cpu.cpus as f64;
+        assert!(one_cpu_busy > 0.6, "{cpu:?}");
+    }
+
+    #[cfg(unix)]
     #[test]
     fn measures_this_process_spinning() {
         let mark = Mark::now().expect("getrusage works on unix");
@@ -159,7 +213,7 @@ mod tests {
             );
             spins = std::hint::black_box(spins + 1);
         }
-        let c = mark.until_now(10).unwrap();
+        let c = mark.to(&Mark::now().unwrap(), 10);
         assert!(c.cpu_s >= 0.02, "{c:?}");
         assert!(c.us_per_request >= 2_000.0, "{c:?}");
         assert!(c.utilization > 0.0 && c.cpus >= 1, "{c:?}");

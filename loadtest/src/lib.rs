@@ -80,11 +80,13 @@ pub async fn run_live(
     let call = target::InferCall::of(clients, prepared, config.target.seed, config.target.timeout);
     let load = load::run(progress::Observed::new(call, live), &config.load);
     let warmup = config.load.warmup;
-    let load = client_cpu::around(warmup, load);
-    let ((outcome, cpu_mark), server) =
+    let load = client_cpu::around(warmup, config.load.measured_limit(), load, |o| {
+        o.recorder.answered()
+    });
+    let ((outcome, client_cpu), server) =
         server_stats::around(stats_client, &config.target, warmup, load).await;
     let mut report = Report::new(config, &plan, &outcome.recorder, outcome.measured);
-    report.client_cpu = cpu_mark.and_then(|m| m.until_now(report.sent));
+    report.client_cpu = client_cpu;
     report.server = server;
     report.extras = extras::RunExtras::of(config, &outcome);
     Ok(report)

@@ -44,6 +44,9 @@ pub struct Answer {
     pub result: Result<(), Status>,
     /// Why its outputs failed validation (`--validate`), if they did.
     pub mismatch: Option<String>,
+    /// When the answer arrived, if the call did more after it (validation) that its latency
+    /// must not include; else the call's return counts.
+    pub answered: Option<Instant>,
 }
 
 impl From<Result<(), Status>> for Answer {
@@ -53,6 +56,7 @@ impl From<Result<(), Status>> for Answer {
             model: 0,
             result,
             mismatch: None,
+            answered: None,
         }
     }
 }
@@ -344,7 +348,7 @@ async fn closed_loop<C: Call>(
                     }
                     let answer = call.call(next.fetch_add(1, Ordering::Relaxed)).await;
                     if admit == Admit::Measured {
-                        let done = Instant::now();
+                        let done = answer.answered.unwrap_or_else(Instant::now);
                         let code = code_of(&answer.result);
                         let sample = Sample { start, done, code };
                         track(&sink.tracker, &sample);
@@ -460,7 +464,7 @@ async fn open_loop<C: Call>(
             let (call, answers, tracker) = (call.clone(), answers.clone(), tracker.clone());
             tokio::spawn(async move {
                 let answer = call.call(n).await;
-                let done = Instant::now();
+                let done = answer.answered.unwrap_or_else(Instant::now);
                 drop(permit);
                 if measured {
                     let code = code_of(&answer.result);

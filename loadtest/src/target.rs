@@ -450,6 +450,7 @@ impl Call for InferCall {
             }
         };
         let result = self.send(n, request).await;
+        let answered = Some(tokio::time::Instant::now());
         let mismatch = match (&result, self.tolerance, &pooled.expected) {
             (Ok(response), Some(tolerance), Some(expected)) => {
                 validate::compare(response, expected, tolerance)
@@ -460,6 +461,7 @@ impl Call for InferCall {
             model,
             result: result.map(drop),
             mismatch,
+            answered,
         }
     }
 

@@ -25,8 +25,20 @@ use tokio::task::JoinHandle;
 const FEATURES: usize = 8;
 const LONG: Duration = Duration::from_secs(30);
 
-/// `rows` rows of N(shift, 1) features, each request taking `latency_ms`.
+/// `rows` rows of N(shift, 1) features, each request (one per row) taking `latency_ms`.
 fn profile(version: &str, seed: u64, rows: usize, shift: f64, latency_ms: u64) -> ModelProfile {
+    profile_of(version, seed, rows, rows, shift, latency_ms)
+}
+
+/// [`profile`] with `requests` requests for its rows (requests carrying several rows each).
+fn profile_of(
+    version: &str,
+    seed: u64,
+    rows: usize,
+    requests: usize,
+    shift: f64,
+    latency_ms: u64,
+) -> ModelProfile {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut p =
         ModelProfile::new("m", version, &ProfileSchema::numeric("input", FEATURES)).unwrap();
@@ -37,6 +49,8 @@ fn profile(version: &str, seed: u64, rows: usize, shift: f64, latency_ms: u64) -
             *x = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() + shift;
         }
         p.observe_row(&row).unwrap();
+    }
+    for _ in 0..requests {
         p.record_request(Duration::from_millis(latency_ms), true);
     }
     p
@@ -111,6 +125,17 @@ fn traffic(
     shift: f64,
     latency_ms: u64,
 ) -> JoinHandle<()> {
+    traffic_of(addr, version, 150, shift, latency_ms)
+}
+
+/// [`traffic`] with its 150 rows in `requests` requests per push.
+fn traffic_of(
+    addr: std::net::SocketAddr,
+    version: &str,
+    requests: usize,
+    shift: f64,
+    latency_ms: u64,
+) -> JoinHandle<()> {
     let version = version.to_string();
     tokio::spawn(async move {
         let mut client = TelemetryClient::connect(format!("http://{addr}"))
@@ -118,7 +143,7 @@ fn traffic(
             .unwrap();
         for seed in 0u64.. {
             let now = kiln_monitor::telemetry::report::now_ms();
-            let p = profile(&version, 1000 + seed, 150, shift, latency_ms);
+            let p = profile_of(&version, 1000 + seed, 150, requests, shift, latency_ms);
             let batch = pb::ProfileBatch {
                 worker_id: "w".into(),
                 window_start_unix_ms: now,
@@ -430,5 +455,41 @@ async fn a_retrained_canary_that_never_gets_good_is_rolled_back_before_the_next_
         "{texts:?}"
     );
     drifted.abort();
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_too_thin_to_judge_the_slo_is_not_a_good_one() {
+    // The canary's rows show no drift, but 4 requests a window (each of many rows) are under
+    // slo_min_requests: nothing says it meets the SLO, so no window counts towards promotion.
+    let coord = memory();
+    let m = kiln_monitor::start(config(), coord.clone()).await.unwrap();
+    leading(&m).await;
+    let _d1 = register(&coord, "1", 0.0).await;
+    let _d2 = register(&coord, "2", 0.0).await;
+    deploy(&coord, &[("1", 100), ("2", 10)]).await;
+    let stable = traffic(m.grpc_addr, "1", 0.0, 2);
+    let canary = traffic_of(m.grpc_addr, "2", 1, 0.0, 2);
+    let judged = || {
+        let s = m.watch.snapshot();
+        s.versions.iter().find(|h| h.version == "2").cloned()
+    };
+    // Three windows in which drift was judged (and found none) while the SLO was not.
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + LONG;
+    while seen.len() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", judged());
+        if let Some(h) = judged()
+            && h.drift.reason.is_empty()
+            && !h.drift.features.is_empty()
+        {
+            assert!(!h.drift.drifted && !h.slo.judged, "{h:?}");
+            assert_eq!(h.consecutive_good, 0, "{h:?}");
+            seen.insert(h.window_start_unix_ms);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stable.abort();
+    canary.abort();
     m.shutdown().await;
 }

@@ -130,7 +130,7 @@ async fn profiles_of_the_traffic_reach_the_monitor() {
     assert_eq!(p.request_count, requests + 1);
     assert_eq!(p.error_count, 1);
     assert_eq!(p.row_count, rows.len() as u64);
-    assert_eq!(p.latency().len(), requests + 1);
+    assert_eq!(p.latency().len(), requests, "the successful requests");
     assert_eq!(p.features().len(), 64);
     assert_eq!(p.features()[3].name(), "input[3]");
     // The package's reference.profile.pb has an outlier model: every row is scored, and

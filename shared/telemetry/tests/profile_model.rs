@@ -104,7 +104,7 @@ fn worker_profiles_merge_like_one_worker() {
     h.add(a.latency()).unwrap();
     h.add(b.latency()).unwrap();
     assert_eq!(m.latency(), &h);
-    assert_eq!(m.latency().len(), 5000);
+    assert_eq!(m.latency().len(), 5000 - m.error_count, "the successes");
     assert_eq!(
         m.features()[2].moments().max(),
         Some(0.0),
@@ -207,10 +207,13 @@ fn malformed_messages_are_rejected() {
 fn latency_histogram_is_fixed_size_and_clamps() {
     let mut p = ModelProfile::new("m", "1", &ProfileSchema::default()).unwrap();
     p.record_request(Duration::from_secs(10 * 3600), true);
-    p.record_request(Duration::ZERO, false);
+    p.record_request(Duration::ZERO, true);
+    // A failure counts as an error, not as a (fast) latency.
+    p.record_request(Duration::from_micros(3), false);
     assert_eq!(p.latency().len(), 2);
     assert!(p.latency().max() <= 3_700_000_000);
     assert_eq!(p.latency().min(), 1);
+    assert_eq!(p.request_count, 3);
     // The documented 26 KiB: 3,328 u64 counters.
     assert_eq!(p.latency().distinct_values(), 3328);
     assert_eq!(p.error_count, 1);

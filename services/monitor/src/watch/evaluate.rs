@@ -212,10 +212,13 @@ impl Loop {
         if drift_judged {
             runs.drifted = if h.drift.drifted { runs.drifted + 1 } else { 0 };
         }
-        if h.slo.judged || drift_judged {
-            let drifted = drift_judged && h.drift.drifted;
-            let good = !h.slo.breached && !drifted;
-            runs.good = if good { runs.good + 1 } else { 0 };
+        // A good window met a judged SLO without drift. One too thin to judge the SLO (under
+        // slo_min_requests) proves nothing: it neither counts nor breaks a run, unless it drifted.
+        let drifted = drift_judged && h.drift.drifted;
+        if h.slo.breached || drifted {
+            runs.good = 0;
+        } else if h.slo.judged {
+            runs.good += 1;
         }
         h.consecutive_drifted = runs.drifted;
         h.consecutive_good = runs.good;

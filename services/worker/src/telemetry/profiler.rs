@@ -12,7 +12,7 @@
 //!   outcome and latency are kept all the same, so request and error counts are exact;
 //! - with a sample rate below 1, the rows of every ⌈1/rate⌉-th request or so (deterministically,
 //!   by a counter) are copied, and at most `max_rows_per_sec` rows a second ([`RowBudget`]);
-//!   request counts, errors and latency cover every request;
+//!   request and error counts cover every request, latency every successful one;
 //! - [`VersionProfiler::fold`] (profiling thread, or shutdown's flush) moves the buffer out and
 //!   folds it into the current window of a [`ProfileWindow`] that keeps at most `max_closed`
 //!   closed windows.
@@ -347,12 +347,14 @@ impl VersionProfiler {
         std::mem::swap(&mut *lock(&self.tally), &mut *spare);
         let mut window = lock(&self.window);
         let profile = window.current_mut();
+        // The tally's histogram holds the successes' latencies; failures are only counted.
         for v in spare.latency().iter_recorded() {
             let latency = Duration::from_micros(v.value_iterated_to());
             for _ in 0..v.count_at_value() {
                 profile.record_request(latency, true);
             }
         }
+        profile.request_count += spare.error_count;
         profile.error_count += spare.error_count;
         spare.reset();
         drop(spare);
@@ -475,7 +477,7 @@ mod tests {
         assert_eq!(profile.request_count, 104);
         assert_eq!(profile.error_count, 3);
         assert_eq!(profile.row_count, 3);
-        assert_eq!(profile.latency().len(), 104);
+        assert_eq!(profile.latency().len(), 101, "the successes");
         assert_eq!(p.pending_rows(), 0);
     }
 

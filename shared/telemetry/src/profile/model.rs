@@ -176,11 +176,14 @@ impl ModelProfile {
         self.outputs.iter_mut().for_each(|o| o.profile.reset());
     }
 
-    /// Records one answered request: its latency and whether it failed.
+    /// Records one answered request: whether it failed, and the latency of one that did not.
+    /// Failures count only as errors: fast refusals (a full queue, bad input) would otherwise
+    /// pull the latency percentiles down, and a p99 SLO could hide a breach behind them.
     pub fn record_request(&mut self, latency: Duration, ok: bool) {
         self.request_count += 1;
         if !ok {
             self.error_count += 1;
+            return;
         }
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.latency.saturating_record(micros.max(1));
@@ -385,7 +388,7 @@ impl ModelProfile {
         Ok(())
     }
 
-    /// Request latency in µs.
+    /// Latency of the successful requests, in µs.
     pub fn latency(&self) -> &Histogram<u64> {
         &self.latency
     }
